@@ -1,0 +1,3 @@
+from doxa.cli import entry_point
+
+entry_point()

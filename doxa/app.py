@@ -1,0 +1,36 @@
+"""What every command needs: the settings, and the database URL (starting the embedded cluster
+when ``DOXA_DATABASE_URL`` is unset)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from doxa.settings import Settings
+
+
+@dataclass
+class App:
+    settings: Settings
+    _database_url: str | None = field(default=None, init=False)
+
+    @property
+    def home(self) -> Path:
+        return Path(self.settings.home)
+
+    def embedded_postgres(self):  # -> EmbeddedPostgres; imported lazily to keep --help fast
+        from doxa.services.postgres import EmbeddedPostgres
+
+        return EmbeddedPostgres(self.home / "pg")
+
+    def database_url(self) -> str:
+        """The configured database, or the embedded cluster, started on first use and left
+        running for the next command (``doxa services stop`` stops it)."""
+        if self._database_url is None:
+            if self.settings.database_url:
+                self._database_url = self.settings.database_url
+            else:
+                pg = self.embedded_postgres()
+                pg.start()
+                self._database_url = pg.url()
+        return self._database_url

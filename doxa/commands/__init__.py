@@ -1,0 +1,1 @@
+"""One module per top-level ``doxa`` command; each exposes ``command``."""

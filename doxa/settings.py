@@ -1,0 +1,195 @@
+"""Every Doxa setting, declared once as data and read in one place.
+
+Each setting is an environment variable. An optional TOML file named by ``DOXA_CONFIG`` may set
+the same keys, written either as the variable name (``DOXA_MQTT_URL = "..."``) or as its short
+lower-case form (``mqtt_url = "..."``); the environment wins over the file. Components never read
+the environment themselves: the CLI builds one :class:`Settings` and passes values down.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configurable value: its variable name, default (as text) and what it means."""
+
+    env: str
+    default: str | None
+    help: str
+    parse: Callable[[str], Any] = str
+
+    @property
+    def key(self) -> str:
+        """The short TOML key: ``DOXA_MQTT_URL`` → ``mqtt_url``."""
+        return self.env.removeprefix("DOXA_").lower()
+
+
+def _zone(text: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {text!r}") from exc
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"must be a positive whole number, not {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be a positive number, not {text!r}")
+    return value
+
+
+def _subscriptions(text: str) -> tuple[tuple[str, str], ...]:
+    """``filter=format,filter=format`` → pairs; each filter needs exactly one ``+`` (the serial)."""
+    pairs = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        topic, sep, fmt = item.rpartition("=")
+        if not sep or not topic:
+            raise ValueError(f"expected topic=format, got {item!r}")
+        if topic.split("/").count("+") != 1:
+            raise ValueError(f"topic filter {topic!r} needs exactly one '+' level (the serial)")
+        if fmt not in ("native", "tasmota"):
+            raise ValueError(f"unknown payload format {fmt!r} (native or tasmota)")
+        pairs.append((topic, fmt))
+    if not pairs:
+        raise ValueError("no subscriptions given")
+    return tuple(pairs)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "DOXA_DATABASE_URL",
+        None,
+        "libpq URL of a TimescaleDB database; unset means the embedded local cluster that doxa "
+        "manages under DOXA_HOME",
+    ),
+    Setting(
+        "DOXA_MQTT_URL",
+        "mqtt://127.0.0.1:1883",
+        "broker as mqtt://host:port (mqtts:// for TLS; user:password@ in the URL)",
+    ),
+    Setting("DOXA_HOME", "./var", "where local state lives: embedded DB, spool, logs", Path),
+    Setting(
+        "DOXA_TIMEZONE",
+        "Asia/Ho_Chi_Minh",
+        "local time zone for billing days, Tasmota times and exports",
+        _zone,
+    ),
+    Setting("DOXA_SECRET_KEY", None, "Flask secret key; required outside the demo"),
+    Setting(
+        "DOXA_MQTT_SUBSCRIPTIONS",
+        "doxa/meters/+/reading=native,tele/+/SENSOR=tasmota",
+        "topic filters the collector subscribes to, each bound to a payload format; the '+' "
+        "level is the meter serial",
+        _subscriptions,
+    ),
+    Setting(
+        "DOXA_MQTT_SHARE_GROUP",
+        "",
+        "when set, subscribe as $share/GROUP/... so several collectors split one stream",
+    ),
+    Setting(
+        "DOXA_POLL_INTERVAL",
+        "60",
+        "seconds between Modbus polls of a gateway (doxa collect --interval overrides)",
+        _positive_float,
+    ),
+    Setting(
+        "DOXA_SPOOL_MAX_MB",
+        "512",
+        "bound of the collector's local spool used while the database is unreachable",
+        _positive_int,
+    ),
+    Setting(
+        "DOXA_WEB_THREADS",
+        "8",
+        "worker threads of the production web server (doxa web)",
+        _positive_int,
+    ),
+    Setting(
+        "DOXA_RATELIMIT_STORAGE",
+        "memory://",
+        "Flask-Limiter storage URI; use redis://… when several web processes share the limits",
+    ),
+)
+
+_BY_KEY = {s.key: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parsed settings; ``values`` is keyed by the short key (``mqtt_url``)."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some values replaced (the CLI's flags and the demo use this)."""
+        unknown = set(changes) - set(_BY_KEY)
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return Settings({**self.values, **changes})
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise SettingsError(f"DOXA_CONFIG: cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"DOXA_CONFIG: {path} is not valid TOML: {exc}") from exc
+    out: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = raw_key.removeprefix("DOXA_").lower() if raw_key.isupper() else raw_key
+        if key not in _BY_KEY:
+            raise SettingsError(f"DOXA_CONFIG: {path}: unknown setting {raw_key!r}")
+        out[key] = (
+            ",".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else value
+        )
+    return out
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read every setting from ``environ`` (default ``os.environ``) and the optional TOML file."""
+    env = os.environ if environ is None else environ
+    from_file = _read_config_file(env["DOXA_CONFIG"]) if env.get("DOXA_CONFIG") else {}
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = env.get(setting.env)
+        if raw is None or raw == "":
+            raw = from_file.get(setting.key, setting.default)
+        if raw is None:
+            values[setting.key] = None
+            continue
+        try:
+            values[setting.key] = setting.parse(str(raw))
+        except ValueError as exc:
+            raise SettingsError(f"{setting.env}: {exc}") from exc
+    return Settings(values)

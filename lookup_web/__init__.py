@@ -1,0 +1,59 @@
+"""The Doxa website: customers look up their meter, billing staff export, engineers watch health.
+
+``create_app(config)`` is the factory; one blueprint per audience (``customers``, ``staff``,
+``ops``) plus ``/healthz``. The site reads only the database; it never imports the collector.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from lookup_web import db, errors, health, i18n, security
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app. ``config`` must give ``DATABASE_URL``; ``SECRET_KEY`` is random if absent
+    (fine for one process of the demo or a test, not for production)."""
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=secrets.token_hex(32),
+        TIMEZONE="Asia/Ho_Chi_Minh",
+        RATELIMIT_STORAGE_URI="memory://",
+        DB_POOL_MIN=1,
+        DB_POOL_MAX=10,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+    app.config.update(config or {})
+    if not app.config.get("DATABASE_URL"):
+        raise ValueError("create_app needs DATABASE_URL")
+
+    db.init_app(app)
+    i18n.init_app(app)
+    security.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(health.bp)
+    for blueprint in _audience_blueprints():
+        app.register_blueprint(blueprint)
+    return app
+
+
+def _audience_blueprints() -> list[Any]:
+    """One blueprint per audience; each module exposes ``bp``."""
+    import importlib
+
+    found = []
+    for name in ("customers", "staff", "ops", "api"):
+        try:
+            module = importlib.import_module(f"lookup_web.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"lookup_web.{name}":
+                raise
+            continue
+        found.append(module.bp)
+    return found

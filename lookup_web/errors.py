@@ -1,0 +1,35 @@
+"""Error pages: every 4xx/5xx is a page in the visitor's language, never a traceback."""
+
+from __future__ import annotations
+
+from flask import Flask, render_template
+from flask_babel import gettext as _
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+
+def _messages() -> dict[int, str]:
+    return {
+        400: _("The request could not be understood."),
+        403: _("You do not have access to this page."),
+        404: _("This page does not exist."),
+        405: _("This page cannot be used that way."),
+        413: _("The request is too large."),
+        429: _("Too many attempts. Please wait a minute and try again."),
+        500: _("Something went wrong on our side. Please try again later."),
+        503: _("The service is temporarily unavailable. Please try again later."),
+    }
+
+
+def _render(exc: HTTPException):  # type: ignore[no-untyped-def]
+    code = exc.code or 500
+    message = _messages().get(code, exc.description or "")
+    return render_template("error.html", code=code, message=message), code
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(HTTPException, _render)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):  # type: ignore[no-untyped-def]
+        app.logger.exception("unhandled error")
+        return _render(InternalServerError())

@@ -1,0 +1,18 @@
+"""CSRF protection on every form and rate limits (Flask-Limiter), set up once per app."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFProtect
+
+csrf = CSRFProtect()
+# Blueprints decorate their views with limiter.limit(...); storage comes from the app config.
+limiter = Limiter(key_func=get_remote_address, default_limits=[])
+
+
+def init_app(app: Flask) -> None:
+    csrf.init_app(app)
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    limiter.init_app(app)

@@ -1,0 +1,1 @@
+"""Modbus meter register maps, read planning and register codecs (pure, no I/O)."""

@@ -1,0 +1,46 @@
+"""``doxa bills``: computing a period's bills (contract §8)."""
+
+from __future__ import annotations
+
+import click
+import psycopg
+
+from doxa.app import App
+from doxa.errors import BadInput, Failure
+from schema.billing.periods import Period
+from schema.billing.run import BillingDataError, run_bills
+
+
+@click.group("bills")
+def command() -> None:
+    """Customers' bills."""
+
+
+@command.command("run")
+@click.option("--period", required=True, metavar="YYYY-MM", help="The month the periods end in.")
+@click.pass_obj
+def run_command(app: App, period: str) -> None:
+    """Compute the bills of every customer whose period ends in month YYYY-MM.
+
+    A customer with reading day d is billed from day d of the previous month to day d of YYYY-MM
+    (00:00 in DOXA_TIMEZONE). Re-running replaces draft bills and never duplicates; issued bills
+    are kept. Meters that cannot be billed yet (no reading on one side of a boundary, no tariff
+    in force…) are listed with the reason, and the command still exits 0; exit 2 means a bad
+    period, 1 a database failure.
+    """
+    try:
+        parsed = Period.parse(period)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from exc
+    with psycopg.connect(app.database_url()) as conn:
+        try:
+            report = run_bills(conn, parsed, app.settings.timezone)
+        except BillingDataError as exc:
+            raise Failure(str(exc)) from exc
+    kept = f", {len(report.kept_issued)} kept (already issued)" if report.kept_issued else ""
+    click.echo(
+        f"bills {report.period}: {report.written} computed ({report.estimated} estimated)"
+        f"{kept}, {len(report.skipped)} skipped"
+    )
+    for skip in report.skipped:
+        click.echo(f"skipped {skip.customer_code} meter {skip.meter_serial}: {skip.reason}")

@@ -1,0 +1,272 @@
+"""The one write path for readings from both sources: idempotent, batched, never blocked.
+
+A batch of units goes to the database in one transaction:
+
+1. Serials are resolved to meter ids (a cache, filled by one query for the serials it lacks). A
+   unit whose serial no meter has is rejected, as is a unit the parser already rejected: both
+   become rows of ``rejected_messages`` with their reason, topic and payload.
+2. Readings repeated inside the batch are dropped; the rest are written with a binary ``COPY``
+   straight into ``readings``, under a savepoint — the common case, new readings, at close to the
+   speed of a raw ``COPY``.
+3. If the batch holds a reading already stored (an MQTT redelivery, a spool replay, a meter
+   sending twice), that ``COPY`` fails on the unique key and the batch takes the idempotent path
+   instead: ``COPY`` into a temporary staging table, then ``INSERT … SELECT … ON CONFLICT
+   (meter_id, ts) DO NOTHING``. Either way each reading is stored once.
+4. ``meter_status.last_reading_ts`` moves forward for every meter in the batch.
+
+:class:`DatabaseUnavailable` means "nothing was written, try again later" (the caller spools).
+A batch the database refuses for a reason of its data (SQLSTATE classes 22 and 23, other than the
+duplicate handled above) is retried unit by unit, each under a savepoint, so one bad unit is
+rejected with the database's reason and the rest are stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from psycopg import errors
+
+from collector.units import Unit
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD = 64 * 1024  # rejected_messages.payload is cut here
+_COLUMNS = (
+    "meter_id, ts, energy_import_kwh, energy_export_kwh, power_w, voltage_v, current_a,"
+    " frequency_hz, source"
+)
+_TYPES = ["int4", "timestamptz", "float8", "float8", "float8", "float8", "float8", "float8", "text"]
+_COPY_READINGS = f"COPY readings ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_STAGING_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS doxa_staging (
+    meter_id integer, ts timestamptz,
+    energy_import_kwh double precision, energy_export_kwh double precision,
+    power_w double precision, voltage_v double precision, current_a double precision,
+    frequency_hz double precision, source text
+) ON COMMIT DELETE ROWS
+"""
+_COPY_STAGING = f"COPY doxa_staging ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_INSERT_STAGED = (
+    f"INSERT INTO readings ({_COLUMNS}) SELECT {_COLUMNS} FROM doxa_staging"
+    " ON CONFLICT (meter_id, ts) DO NOTHING"
+)
+# Sorted by meter id so two collectors updating the same meters never deadlock.
+_STATUS = """
+INSERT INTO meter_status AS ms (meter_id, last_reading_ts)
+SELECT * FROM unnest(%s::integer[], %s::timestamptz[]) ORDER BY 1
+ON CONFLICT (meter_id) DO UPDATE SET last_reading_ts = EXCLUDED.last_reading_ts
+WHERE ms.last_reading_ts IS NULL OR ms.last_reading_ts < EXCLUDED.last_reading_ts
+"""
+_COPY_REJECTED = (
+    "COPY rejected_messages (received_at, collector_id, source, topic, meter_serial, reason,"
+    " payload) FROM STDIN (FORMAT BINARY)"
+)
+_REJECTED_TYPES = ["timestamptz", "text", "text", "text", "text", "text", "bytea"]
+
+Row = tuple[int, datetime, float, float | None, float | None, float | None, float | None,
+            float | None, str]  # fmt: skip
+
+
+class DatabaseUnavailable(RuntimeError):
+    """Nothing of the batch was written; the database (or its schema) is not usable now."""
+
+
+@dataclass
+class WriteResult:
+    """What one batch did: rows inserted, readings that were already stored, units rejected
+    (``rejected`` holds (source, reason) per rejected unit)."""
+
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _text(value: str | None) -> str | None:
+    """Text PostgreSQL accepts: no NUL characters, no lone surrogates (a rejected message's topic
+    or reason may quote anything)."""
+    if value is None:
+        return None
+    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\\0")
+
+
+def _is_data_error(exc: psycopg.Error) -> bool:
+    """The batch's data, not the database, is the problem (server- or client-side)."""
+    state = exc.sqlstate or ""
+    return state.startswith(("22", "23")) or (not state and isinstance(exc, psycopg.DataError))
+
+
+class Writer:
+    """Owns one database connection (opened lazily, reopened after a failure) and the serial →
+    meter id cache. Not thread-safe: one thread writes.
+
+    ``fast_path=False`` always takes the staging path (the benchmark compares the two)."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        collector_id: str,
+        connect_timeout: float = 5.0,
+        fast_path: bool = True,
+    ) -> None:
+        self.conninfo = conninfo
+        self.collector_id = collector_id
+        self.connect_timeout = connect_timeout
+        self.fast_path = fast_path
+        self._conn: psycopg.Connection | None = None
+        self._ids: dict[str, int] = {}  # meters are never deleted, so ids stay valid
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
+            conn = psycopg.connect(
+                self.conninfo,
+                connect_timeout=max(1, int(self.connect_timeout)),
+                application_name=f"doxa-collector:{self.collector_id}",
+                options="-c statement_timeout=60000",
+            )
+            conn.execute(_STAGING_DDL)
+            conn.commit()
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+    def write(self, units: Sequence[Unit]) -> WriteResult:
+        """Write a batch; raises :class:`DatabaseUnavailable` when nothing could be written."""
+        try:
+            conn = self._connection()
+            try:
+                with conn.transaction():
+                    result = self._write_batch(conn, units)
+            except psycopg.Error as exc:
+                if not _is_data_error(exc) or conn.broken:
+                    raise
+                log.warning("batch refused (%s); writing it message by message", exc.sqlstate)
+                with conn.transaction():
+                    result = self._write_one_by_one(conn, units)
+            return result
+        except psycopg.Error as exc:
+            self.close()
+            raise DatabaseUnavailable(str(exc).strip().splitlines()[0] if str(exc) else "") from exc
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _resolve(self, conn: psycopg.Connection, serials: Iterable[str]) -> dict[str, int]:
+        # (A serial PostgreSQL cannot hold is simply unknown.)
+        missing = [s for s in set(serials) if s not in self._ids and "\x00" not in s]
+        if missing:
+            found = conn.execute(
+                "SELECT serial, id FROM meters WHERE serial = ANY(%s)", (missing,)
+            ).fetchall()
+            self._ids.update(found)
+        return self._ids
+
+    def _write_batch(self, conn: psycopg.Connection, units: Sequence[Unit]) -> WriteResult:
+        result = WriteResult()
+        rejected: list[tuple[Unit, str]] = []
+        ids = self._resolve(conn, (r.serial for u in units if u.reason is None for r in u.readings))
+        rows: list[Row] = []
+        seen: set[tuple[int, datetime]] = set()
+        newest: dict[int, datetime] = {}
+        for unit in units:
+            if unit.reason is not None:
+                rejected.append((unit, unit.reason))
+                continue
+            unknown = next((r.serial for r in unit.readings if r.serial not in ids), None)
+            if unknown is not None:
+                rejected.append((unit, f"unknown meter serial {unknown!r}"))
+                continue
+            for r in unit.readings:
+                meter_id = ids[r.serial]
+                key = (meter_id, r.ts)
+                if key in seen:
+                    result.duplicates += 1
+                    continue
+                seen.add(key)
+                rows.append(
+                    (meter_id, r.ts, r.energy_import_kwh, r.energy_export_kwh, r.power_w,
+                     r.voltage_v, r.current_a, r.frequency_hz, unit.source)
+                )  # fmt: skip
+                if meter_id not in newest or newest[meter_id] < r.ts:
+                    newest[meter_id] = r.ts
+        with conn.cursor() as cur:
+            if rows:
+                result.inserted = self._insert(conn, cur, rows)
+                result.duplicates += len(rows) - result.inserted
+                status = sorted(newest.items())
+                cur.execute(_STATUS, ([m for m, _ in status], [ts for _, ts in status]))
+            if rejected:
+                self._record_rejections(cur, rejected)
+        result.rejected = [(u.source, reason) for u, reason in rejected]
+        return result
+
+    def _insert(self, conn: psycopg.Connection, cur: psycopg.Cursor, rows: list[Row]) -> int:
+        """Insert rows, each (meter, ts) once; returns how many were new."""
+        if self.fast_path:
+            try:
+                with conn.transaction():  # a savepoint: a duplicate undoes only this COPY
+                    self._copy(cur, _COPY_READINGS, rows)
+                return len(rows)
+            except errors.UniqueViolation:
+                pass  # something in the batch is stored already: the idempotent path
+        # (Staged rows go at commit; in the one-by-one path earlier units' rows are still there,
+        # and inserting them again is a no-op.)
+        self._copy(cur, _COPY_STAGING, rows)
+        cur.execute(_INSERT_STAGED)
+        return max(cur.rowcount, 0)
+
+    def _copy(self, cur: psycopg.Cursor, statement: str, rows: list[Row]) -> None:
+        with cur.copy(statement) as copy:
+            copy.set_types(_TYPES)
+            write_row = copy.write_row
+            for row in rows:
+                write_row(row)
+
+    def _write_one_by_one(self, conn: psycopg.Connection, units: Sequence[Unit]) -> WriteResult:
+        total = WriteResult()
+        refused: list[tuple[Unit, str]] = []
+        for unit in units:
+            try:
+                with conn.transaction():  # a savepoint inside the outer transaction
+                    part = self._write_batch(conn, [unit])
+            except psycopg.Error as exc:
+                if not _is_data_error(exc):
+                    raise
+                detail = exc.diag.message_primary or str(exc)
+                refused.append((unit, f"the database refused the reading: {detail}"))
+                continue
+            total.inserted += part.inserted
+            total.duplicates += part.duplicates
+            total.rejected.extend(part.rejected)
+        if refused:
+            with conn.cursor() as cur:
+                self._record_rejections(cur, refused)
+            total.rejected.extend((u.source, reason) for u, reason in refused)
+        return total
+
+    def _record_rejections(self, cur: psycopg.Cursor, rejected: list[tuple[Unit, str]]) -> None:
+        with cur.copy(_COPY_REJECTED) as copy:
+            copy.set_types(_REJECTED_TYPES)
+            for unit, reason in rejected:
+                serial = unit.serial or (unit.readings[0].serial if unit.readings else None)
+                payload = unit.payload[:MAX_PAYLOAD] if unit.payload is not None else None
+                copy.write_row(
+                    (
+                        unit.received_at,
+                        self.collector_id,
+                        unit.source,
+                        _text(unit.topic),
+                        _text(serial),
+                        _text(reason),
+                        payload,
+                    )
+                )

@@ -38,9 +38,9 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register_commands() -> None:
-    from doxa.commands import db, meters, services
+    from doxa.commands import bills, collect, db, export, meters, services, simulate, users, web
 
-    for module in (db, meters, services):
+    for module in (db, meters, services, export, users, bills, web, collect, simulate):
         cli.add_command(module.command)
 
 

@@ -116,6 +116,12 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_float,
     ),
     Setting(
+        "DOXA_MODBUS_TIMEOUT",
+        "1",
+        "seconds the collector waits for one Modbus answer before its one retry",
+        _positive_float,
+    ),
+    Setting(
         "DOXA_SPOOL_MAX_MB",
         "512",
         "bound of the collector's local spool used while the database is unreachable",
@@ -131,6 +137,12 @@ SETTINGS: tuple[Setting, ...] = (
         "DOXA_RATELIMIT_STORAGE",
         "memory://",
         "Flask-Limiter storage URI; use redis://… when several web processes share the limits",
+    ),
+    Setting(
+        "DOXA_MODBUS_MODELS",
+        None,
+        "TOML file of extra Modbus meter models, e.g. the [generic] register map",
+        Path,
     ),
 )
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask
 
-from lookup_web import db, errors, health, i18n, security
+from lookup_web import auth, db, errors, health, i18n, security
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -37,6 +37,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     i18n.init_app(app)
     security.init_app(app)
     errors.init_app(app)
+    auth.init_app(app)
     app.register_blueprint(health.bp)
     for blueprint in _audience_blueprints():
         app.register_blueprint(blueprint)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import psycopg
 from flask import Flask, render_template
 from flask_babel import gettext as _
-from werkzeug.exceptions import HTTPException, InternalServerError
+from psycopg_pool import PoolTimeout
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
 
 def _messages() -> dict[int, str]:
@@ -28,6 +30,13 @@ def _render(exc: HTTPException):  # type: ignore[no-untyped-def]
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _render)
+
+    @app.errorhandler(psycopg.OperationalError)
+    @app.errorhandler(PoolTimeout)
+    def _database_down(exc: Exception):  # type: ignore[no-untyped-def]
+        # Logged once per request without a traceback: the cause is outside the site.
+        app.logger.warning("database unavailable: %s", str(exc).strip().splitlines()[0:1])
+        return _render(ServiceUnavailable())
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):  # type: ignore[no-untyped-def]

@@ -132,3 +132,103 @@ def doxa(
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+# ---- Web: a live server and a headless Chromium page (shared by the customer and staff tests) --
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def live_server() -> Iterator[Callable[..., str]]:
+    """``live_server(app)`` serves a created Flask app with waitress on a free port of 127.0.0.1
+    in a thread and returns its base URL (``http://127.0.0.1:PORT``); stopped after the test."""
+    import threading
+
+    from waitress import create_server
+    from waitress.wasyncore import close_all
+
+    started: list[tuple[object, threading.Thread]] = []
+
+    def serve(app: object, threads: int = 4) -> str:
+        server = create_server(
+            app, host="127.0.0.1", port=0, threads=threads, asyncore_loop_timeout=0.2
+        )
+        thread = threading.Thread(target=server.run, name="live-server", daemon=True)
+        thread.start()
+        started.append((server, thread))
+        return f"http://127.0.0.1:{server.effective_port}"
+
+    yield serve
+    for server, thread in started:
+        # Closing every dispatcher in the server's map (from its own loop) ends server.run().
+        server.trigger.pull_trigger(lambda s=server: close_all(s._map))  # type: ignore[attr-defined]
+        thread.join(timeout=5)
+        server.task_dispatcher.shutdown()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def _chromium() -> Iterator[object]:
+    """One headless Chromium (Debian's, driven by Playwright, nothing downloaded) per module.
+
+    Not per session: while Playwright's sync API is running, the main thread has an event loop,
+    so later in-process ``asyncio.run`` calls (the collector and simulator CLIs) would fail."""
+    from playwright.sync_api import sync_playwright
+
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is not installed (scripts/bootstrap.sh installs it)")
+    playwright = sync_playwright().start()
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+    )
+    yield browser
+    browser.close()
+    playwright.stop()
+
+
+@pytest.fixture
+def external_requests() -> list[str]:
+    """URLs the test's browser page tried to load from anywhere but the local server (blocked)."""
+    return []
+
+
+@pytest.fixture
+def browser_page(
+    _chromium: object, external_requests: list[str], request: pytest.FixtureRequest
+) -> Iterator[object]:
+    """A fresh Playwright page (Vietnamese browser locale) in its own context. Requests to any
+    host but 127.0.0.1/localhost are aborted and listed in ``external_requests``. The page's last
+    state is saved as ``test-artifacts/<test name>.png``; tests may save more screenshots there."""
+    from urllib.parse import urlsplit
+
+    context = _chromium.new_context(locale="vi-VN", viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    context.set_default_timeout(15_000)
+
+    def guard(route: object) -> None:
+        url = route.request.url  # type: ignore[attr-defined]
+        if urlsplit(url).hostname in ("127.0.0.1", "localhost") or url.startswith(
+            ("data:", "about:")
+        ):
+            route.continue_()  # type: ignore[attr-defined]
+        else:
+            external_requests.append(url)
+            route.abort()  # type: ignore[attr-defined]
+
+    context.route("**/*", guard)
+    page = context.new_page()
+    yield page
+    ARTIFACTS.mkdir(exist_ok=True)
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in request.node.name)
+    try:
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    finally:
+        context.close()

@@ -1,0 +1,187 @@
+"""``doxa export``: readings, closing indices and bills as CSV or XLSX (contract §3).
+
+The same code as the staff pages' exports (``schema.exports``); every run is written to the
+audit log with actor ``cli`` and its row count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import click
+import psycopg
+
+from doxa.app import App
+from doxa.errors import BadInput
+from schema import audit, exports
+
+_DATE = click.DateTime(formats=["%Y-%m-%d"])
+
+
+def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(
+        (
+            click.option("--province", help="Only customers of this province."),
+            click.option(
+                "--customer-prefix",
+                help="Only customer codes starting with this (a branch, e.g. PB0101).",
+            ),
+            click.option(
+                "--format",
+                "fmt",
+                type=click.Choice(exports.FORMATS),
+                default="csv",
+                show_default=True,
+            ),
+            click.option(
+                "--out",
+                default="-",
+                show_default=True,
+                help="File to write; '-' is standard output.",
+            ),
+        )
+    ):
+        fn = option(fn)
+    return fn
+
+
+@click.group("export")
+def command() -> None:
+    """Export readings, closing indices and bills as CSV or XLSX."""
+
+
+@contextlib.contextmanager
+def _output(out: str, fmt: str) -> Iterator[BinaryIO]:
+    """Standard output, or a file that appears only once the export is complete."""
+    if out == "-":
+        if fmt == "xlsx" and sys.stdout.isatty():
+            raise BadInput("will not write an XLSX workbook to a terminal; use --out FILE")
+        sys.stdout.flush()
+        stream = sys.stdout.buffer
+        yield stream
+        stream.flush()
+        return
+    target = Path(out)
+    directory = target.parent if str(target.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
+    except OSError as exc:
+        raise BadInput(f"cannot write {out}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _run(app: App, spec: exports.ExportSpec, fmt: str, out: str) -> None:
+    with psycopg.connect(app.database_url(), autocommit=True) as conn:
+        meters = tuple(spec.detail.get("meters", ()))
+        unknown = exports.unknown_meters(conn, meters)
+        if unknown:
+            raise BadInput(f"unknown meter serial {unknown[0]!r}")
+        with _output(out, fmt) as stream:
+            rows = exports.write_export(conn, spec, fmt, stream)
+        audit.record(
+            conn,
+            "cli",
+            f"export.{spec.kind}",
+            {**spec.detail, "format": fmt, "via": "cli", "os_user": _os_user(), "out": out},
+            rows,
+        )
+    if out != "-":
+        click.echo(f"exported {rows} row(s) to {out}", err=True)
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def _spec(build: Callable[[], exports.ExportSpec]) -> exports.ExportSpec:
+    try:
+        return build()
+    except exports.ExportError as exc:
+        raise BadInput(str(exc)) from exc
+
+
+def _selection(
+    province: str | None, customer_prefix: str | None, meters: tuple[str, ...] = ()
+) -> exports.Selection:
+    return exports.Selection(
+        province=province or None, customer_prefix=customer_prefix or None, meters=meters
+    )
+
+
+@command.command("readings")
+@click.option("--from", "date_from", type=_DATE, required=True, help="First local day, YYYY-MM-DD.")
+@click.option("--to", "date_to", type=_DATE, required=True, help="Last local day (included).")
+@click.option("--meter", "meters", multiple=True, help="Only this meter serial (repeatable).")
+@_common
+@click.pass_obj
+def readings_command(
+    app: App,
+    date_from: Any,
+    date_to: Any,
+    meters: tuple[str, ...],
+    province: str | None,
+    customer_prefix: str | None,
+    fmt: str,
+    out: str,
+) -> None:
+    """Readings of the local days FROM..TO (both included), by time then meter serial.
+
+    Columns: meter_serial, customer_code, ts (ISO 8601 in DOXA_TIMEZONE with its offset),
+    energy_import_kwh, energy_export_kwh, power_w, voltage_v, current_a, quality.
+    """
+    start: date = date_from.date()
+    end: date = date_to.date()
+    tz = str(app.settings.timezone)
+    selection = _selection(province, customer_prefix, tuple(dict.fromkeys(meters)))
+    _run(app, _spec(lambda: exports.readings(start, end, tz, selection)), fmt, out)
+
+
+@command.command("bills")
+@click.option("--period", required=True, help="Billing period, YYYY-MM.")
+@_common
+@click.pass_obj
+def bills_command(
+    app: App, period: str, province: str | None, customer_prefix: str | None, fmt: str, out: str
+) -> None:
+    """Bills of a period, by customer code then meter serial.
+
+    Columns: customer_code, meter_serial, period_start, period_end, days, start_index_kwh,
+    end_index_kwh, consumption_kwh, amount_vnd (before VAT), vat_vnd, total_vnd, estimated.
+    """
+    selection = _selection(province, customer_prefix)
+    _run(app, _spec(lambda: exports.bills(period, selection)), fmt, out)
+
+
+@command.command("closing-indices")
+@click.option("--period", required=True, help="Billing period, YYYY-MM.")
+@_common
+@click.pass_obj
+def closing_command(
+    app: App, period: str, province: str | None, customer_prefix: str | None, fmt: str, out: str
+) -> None:
+    """Every active meter's register at the close of a period (reading day, 00:00 local).
+
+    Interpolated between the nearest readings on either side; estimated when they are more than
+    2 hours apart; index empty when a side has no reading within 62 days.
+    """
+    tz = str(app.settings.timezone)
+    selection = _selection(province, customer_prefix)
+    _run(app, _spec(lambda: exports.closing_indices(period, tz, selection)), fmt, out)

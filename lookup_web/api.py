@@ -1,0 +1,403 @@
+"""The JSON API under ``/api/v1``: meters' readings and collector health, for staff scripts.
+
+Authentication: a per-user API token (made on ``/staff/tokens`` or with ``doxa users token``)
+sent as ``Authorization: Bearer TOKEN``, or a signed-in staff session. The token carries its
+user's roles (see ``lookup_web.auth``). Errors are JSON: ``{"error": "..."}``. The OpenAPI 3.1
+description is public at ``/api/v1/openapi.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from functools import wraps
+from typing import Any, TypeVar, cast
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, current_app, g, jsonify, request, url_for
+from flask_login import current_user
+from werkzeug.exceptions import HTTPException
+
+from lookup_web import auth, db, ops
+from schema import exports, users
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10_000
+READING_FIELDS = (
+    "energy_import_kwh",
+    "energy_export_kwh",
+    "power_w",
+    "voltage_v",
+    "current_a",
+    "frequency_hz",
+    "quality",
+)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@bp.errorhandler(ApiError)
+def _api_error(exc: ApiError) -> Any:
+    response = jsonify(error=exc.message)
+    response.status_code = exc.status
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="doxa"'
+    return response
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Any:
+    response = jsonify(error=exc.description or exc.name)
+    response.status_code = exc.code or 500
+    return response
+
+
+def _api_user() -> auth.StaffLogin | None:
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        with db.connection() as conn:
+            user = users.user_for_token(conn, token.strip())
+        return auth.StaffLogin(user) if user else None
+    if current_user.is_authenticated:
+        return cast(auth.StaffLogin, current_user._get_current_object())
+    return None
+
+
+def api_requires(capability: str) -> Callable[[F], F]:
+    """401 without a valid token or staff session, 403 without the role."""
+    if capability not in auth.CAPABILITIES:
+        raise ValueError(f"unknown capability {capability!r}")
+
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            user = _api_user()
+            if user is None:
+                raise ApiError(401, "a valid API token (Authorization: Bearer …) is required")
+            if not user.can(capability):
+                raise ApiError(403, f"your roles do not allow this ({capability})")
+            g.api_user = user
+            return view(*args, **kwargs)
+
+        wrapper.capability = capability  # type: ignore[attr-defined]
+        return cast(F, wrapper)
+
+    return decorate
+
+
+def _limit(default: int = DEFAULT_LIMIT) -> int:
+    text = request.args.get("limit", str(default))
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        raise ApiError(400, f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return int(text)
+
+
+def _day(name: str) -> date:
+    text = request.args.get(name)
+    if not text:
+        raise ApiError(400, f"{name} is required (YYYY-MM-DD, a local day)")
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ApiError(400, f"{name} must be a date, YYYY-MM-DD") from None
+
+
+def _timezone() -> str:
+    return str(current_app.config["TIMEZONE"])
+
+
+# -- readings ----------------------------------------------------------------------------------
+
+
+@bp.get("/meters/<serial>/readings")
+@api_requires("export_readings")
+def meter_readings(serial: str) -> Any:
+    """One meter's readings of local days from..to (inclusive), oldest first, paged by ``after``."""
+    tz = _timezone()
+    first, last = _day("from"), _day("to")
+    if last < first:
+        raise ApiError(400, "to is before from")
+    limit = _limit()
+    start = exports.local_day_start(first, tz)
+    end = exports.local_day_start(last + timedelta(days=1), tz)
+    after_text = request.args.get("after")
+    after = start - timedelta(microseconds=1)
+    if after_text:
+        try:
+            after = datetime.fromisoformat(after_text)
+        except ValueError:
+            raise ApiError(400, "after must be an ISO 8601 time with its offset") from None
+        if after.tzinfo is None:
+            raise ApiError(400, "after must carry its UTC offset")
+    zone = ZoneInfo(tz)
+    with db.connection() as conn:
+        meter = conn.execute(
+            "SELECT m.id, c.code FROM meters m JOIN customers c ON c.id = m.customer_id"
+            " WHERE m.serial = %s",
+            (serial,),
+        ).fetchone()
+        if meter is None:
+            raise ApiError(404, f"no meter {serial!r}")
+        rows = conn.execute(
+            f"SELECT ts, {', '.join(READING_FIELDS)} FROM readings"
+            " WHERE meter_id = %s AND ts >= %s AND ts < %s AND ts > %s ORDER BY ts LIMIT %s",
+            (meter[0], start, end, after, limit + 1),
+        ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    readings = [
+        {
+            "ts": row[0].astimezone(zone).isoformat(),
+            **dict(zip(READING_FIELDS, row[1:], strict=True)),
+        }
+        for row in rows
+    ]
+    next_url = None
+    if more:
+        next_url = url_for(
+            "api.meter_readings",
+            serial=serial,
+            **{"from": first.isoformat(), "to": last.isoformat()},
+            limit=limit,
+            after=readings[-1]["ts"],
+        )
+    return jsonify(
+        meter_serial=serial,
+        customer_code=meter[1],
+        timezone=tz,
+        readings=readings,
+        next=next_url,
+        **{"from": first.isoformat(), "to": last.isoformat()},
+    )
+
+
+# -- health ------------------------------------------------------------------------------------
+
+
+@bp.get("/collectors")
+@api_requires("view_ops")
+def collectors() -> Any:
+    thresholds = ops.Thresholds.from_config()
+    with db.connection() as conn:
+        found = ops.collectors(conn, thresholds)
+    return jsonify(
+        collectors=[ops.as_json(c) for c in found],
+        thresholds={"late_after_s": thresholds.late_after, "down_after_s": thresholds.down_after},
+    )
+
+
+@bp.get("/gateways")
+@api_requires("view_ops")
+def gateways() -> Any:
+    with db.connection() as conn:
+        found = ops.gateways(conn)
+    return jsonify(gateways=[ops.as_json(gw) for gw in found])
+
+
+@bp.get("/meters/stale")
+@api_requires("view_ops")
+def stale_meters() -> Any:
+    limit = _limit(ops.DEFAULTS["OPS_LIST_LIMIT"])
+    with db.connection() as conn:
+        total, found = ops.stale_meters(conn, ops.Thresholds.from_config(), limit)
+    return jsonify(count=total, meters=[ops.as_json(m) for m in found])
+
+
+@bp.get("/rejected-messages")
+@api_requires("view_ops")
+def rejected_messages() -> Any:
+    limit = _limit(50)
+    with db.connection() as conn:
+        found = ops.rejected_messages(conn, limit)
+    return jsonify(messages=[ops.as_json(m) for m in found])
+
+
+@bp.get("/completeness")
+@api_requires("view_ops")
+def completeness() -> Any:
+    with db.connection() as conn:
+        day, found = ops.cached_completeness(conn, _timezone())
+    return jsonify(day=day.isoformat(), provinces=[ops.as_json(p) for p in found])
+
+
+# -- OpenAPI -----------------------------------------------------------------------------------
+
+
+def _get(summary: str, schema: str, params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": params or [],
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}
+                    },
+                },
+                "401": {"$ref": "#/components/responses/Error"},
+                "403": {"$ref": "#/components/responses/Error"},
+            },
+        }
+    }
+
+
+def _query(name: str, description: str, schema: dict[str, Any], required: bool = False) -> Any:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
+_NUMBER = {"type": ["number", "null"]}
+_TIME = {"type": "string", "format": "date-time"}
+_LIMIT = _query("limit", f"at most this many items (1–{MAX_LIMIT})", {"type": "integer"})
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of every route of this blueprint."""
+    obj = {"type": "object"}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Doxa staff API",
+            "version": "1",
+            "description": "Meters' readings and collector health. Times are ISO 8601 with "
+            "their offset, in the site's time zone for readings.",
+        },
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"bearer": []}, {"session": []}],
+        "paths": {
+            "/meters/{serial}/readings": _get(
+                "One meter's readings of local days from..to (both included), oldest first. "
+                "When more remain, `next` is the URL of the next page.",
+                "Readings",
+                [
+                    {
+                        "name": "serial",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                    _query("from", "first local day", {"type": "string", "format": "date"}, True),
+                    _query("to", "last local day", {"type": "string", "format": "date"}, True),
+                    _LIMIT,
+                    _query("after", "only readings after this time (paging)", _TIME),
+                ],
+            ),
+            "/collectors": _get("Every collector with its status and last hour", "Collectors"),
+            "/gateways": _get("Modbus gateways over the last hour", "Gateways"),
+            "/meters/stale": _get(
+                "Active meters without a reading for more than two intervals",
+                "StaleMeters",
+                [_LIMIT],
+            ),
+            "/rejected-messages": _get("The newest rejected messages", "Rejected", [_LIMIT]),
+            "/completeness": _get("Yesterday's read completeness per province", "Completeness"),
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "API token"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "session"},
+            },
+            "responses": {
+                "Error": {
+                    "description": "Not signed in (401) or not allowed (403)",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"error": {"type": "string"}},
+                                "required": ["error"],
+                            }
+                        }
+                    },
+                }
+            },
+            "schemas": {
+                "Readings": {
+                    "type": "object",
+                    "required": ["meter_serial", "customer_code", "readings", "next"],
+                    "properties": {
+                        "meter_serial": {"type": "string"},
+                        "customer_code": {"type": "string"},
+                        "timezone": {"type": "string"},
+                        "from": {"type": "string", "format": "date"},
+                        "to": {"type": "string", "format": "date"},
+                        "next": {"type": ["string", "null"]},
+                        "readings": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "ts": _TIME,
+                                    **{f: _NUMBER for f in READING_FIELDS[:-1]},
+                                    "quality": {"enum": ["actual", "estimated", "edited"]},
+                                },
+                            },
+                        },
+                    },
+                },
+                "Collectors": {
+                    "type": "object",
+                    "properties": {
+                        "collectors": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "status": {"enum": ["ok", "late", "down"]},
+                                    "heartbeat_age_s": {"type": "number"},
+                                    "last_seen": _TIME,
+                                    "readings_written_1h": {"type": "integer"},
+                                    "poll_success_rate_1h": _NUMBER,
+                                    "poll_latency_p95_ms_1h": _NUMBER,
+                                    "spool_depth": {"type": "integer"},
+                                },
+                            },
+                        },
+                        "thresholds": obj,
+                    },
+                },
+                "Gateways": {"type": "object", "properties": {"gateways": {"type": "array"}}},
+                "StaleMeters": {
+                    "type": "object",
+                    "properties": {"count": {"type": "integer"}, "meters": {"type": "array"}},
+                },
+                "Rejected": {"type": "object", "properties": {"messages": {"type": "array"}}},
+                "Completeness": {
+                    "type": "object",
+                    "properties": {
+                        "day": {"type": "string", "format": "date"},
+                        "provinces": {"type": "array"},
+                    },
+                },
+            },
+        },
+    }
+
+
+@bp.get("/openapi.json")
+def openapi() -> Any:
+    return jsonify(openapi_document())

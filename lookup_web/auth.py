@@ -1,0 +1,158 @@
+"""Staff sign-in (Flask-Login) and what each role may do.
+
+Customers and staff share Flask's session cookie but not its keys: the customers' pages keep
+``session["customer_id"]``, Flask-Login keeps the staff user's id. A customer's session is
+therefore anonymous here and opens no staff page. Signing in clears the session (keeping only
+the language) and starts a staff session that ends after ``STAFF_SESSION_SECONDS``.
+
+What each role may do (tests/test_staff_matrix.py checks every route against it):
+
+| capability        | what                                   | billing | engineer | admin |
+|-------------------|----------------------------------------|---------|----------|-------|
+| `export_readings` | readings export, readings API          | yes     | yes      | yes   |
+| `export_billing`  | closing-index and bill exports         | yes     | no       | yes   |
+| `view_ops`        | `/ops` and the health API              | yes     | yes      | yes   |
+| `ops_admin`       | actions on `/ops` (forget a collector) | no      | no       | yes   |
+| `view_audit`      | the audit log at `/staff/audit`        | no      | no       | yes   |
+
+A user may hold several roles (``doxa users add NAME --role engineer --role billing``).
+Cookies: HttpOnly, SameSite=Lax, and Secure whenever the request came over HTTPS (or always,
+with ``SESSION_COOKIE_SECURE``), so the plain-HTTP demo still works.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+import psycopg
+from flask import Flask, abort, current_app, has_request_context, request, session
+from flask.sessions import SecureCookieSessionInterface
+from flask_babel import lazy_gettext as _l
+from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
+from psycopg_pool import PoolTimeout
+
+from lookup_web import db
+from schema import users
+
+CAPABILITIES: dict[str, frozenset[str]] = {
+    "export_readings": frozenset({"billing", "engineer", "admin"}),
+    "export_billing": frozenset({"billing", "admin"}),
+    "view_ops": frozenset({"billing", "engineer", "admin"}),
+    "ops_admin": frozenset({"admin"}),
+    "view_audit": frozenset({"admin"}),
+}
+SIGNED_IN_AT = "staff_signed_in_at"
+DEFAULTS: dict[str, Any] = {
+    "STAFF_LOGIN_LIMIT": "10 per minute",  # per client address, and again per username
+    "STAFF_SESSION_SECONDS": 8 * 3600,
+}
+
+login_manager = LoginManager()
+login_manager.login_view = "staff.login"
+login_manager.login_message = cast(str, _l("Please sign in to open this page."))
+login_manager.login_message_category = "warning"
+login_manager.session_protection = "strong"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class StaffLogin(UserMixin):  # type: ignore[misc]
+    """The signed-in staff user as Flask-Login sees it."""
+
+    def __init__(self, user: users.StaffUser) -> None:
+        self.user = user
+        self.id = user.id
+        self.username = user.username
+        self.roles = user.roles
+
+    def can(self, capability: str) -> bool:
+        return bool(self.roles & CAPABILITIES[capability])
+
+
+def _can(capability: str) -> bool:
+    """Whether the current visitor may use ``capability`` (Jinja: ``can('ops_admin')``)."""
+    return bool(current_user.is_authenticated and current_user.can(capability))
+
+
+@login_manager.user_loader
+def _load_user(user_id: str) -> StaffLogin | None:
+    signed_in_at = session.get(SIGNED_IN_AT)
+    lifetime = current_app.config["STAFF_SESSION_SECONDS"]
+    if not isinstance(signed_in_at, int | float) or time.time() - signed_in_at > lifetime:
+        return None
+    try:
+        with db.connection() as conn:
+            user = users.get_user(conn, int(user_id))
+    except (psycopg.Error, PoolTimeout, ValueError):
+        return None
+    return StaffLogin(user) if user else None
+
+
+def sign_in(user: users.StaffUser) -> None:
+    """Start a fresh staff session (nothing of an earlier session survives but the language)."""
+    language = session.get("lang")
+    session.clear()
+    if language:
+        session["lang"] = language
+    login_user(StaffLogin(user))
+    session[SIGNED_IN_AT] = int(time.time())
+
+
+def sign_out() -> None:
+    logout_user()
+    session.pop(SIGNED_IN_AT, None)
+
+
+def requires(capability: str) -> Callable[[F], F]:
+    """View decorator: anonymous visitors go to the sign-in page, staff without the role get 403."""
+    if capability not in CAPABILITIES:
+        raise ValueError(f"unknown capability {capability!r}")
+
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not current_user.is_authenticated:
+                return login_manager.unauthorized()
+            if not current_user.can(capability):
+                abort(403)
+            return view(*args, **kwargs)
+
+        wrapper.capability = capability  # type: ignore[attr-defined]
+        return cast(F, wrapper)
+
+    return decorate
+
+
+def staff_required(view: F) -> F:
+    """View decorator: any signed-in staff user."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not current_user.is_authenticated:
+            return login_manager.unauthorized()
+        return view(*args, **kwargs)
+
+    wrapper.capability = "staff"  # type: ignore[attr-defined]
+    return cast(F, wrapper)
+
+
+class _SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with the Secure flag whenever the request is HTTPS."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        configured = bool(app.config["SESSION_COOKIE_SECURE"])
+        return configured or (has_request_context() and request.is_secure)
+
+
+def init_app(app: Flask) -> None:
+    for key, value in DEFAULTS.items():
+        app.config.setdefault(key, value)
+    app.config.setdefault("REMEMBER_COOKIE_HTTPONLY", True)
+    app.config.setdefault("REMEMBER_COOKIE_SECURE", True)
+    app.config.setdefault("REMEMBER_COOKIE_SAMESITE", "Lax")
+    app.session_interface = _SessionInterface()
+    login_manager.init_app(app)
+    app.jinja_env.globals["can"] = _can

@@ -1,0 +1,451 @@
+"""The customers' pages: look a meter up by customer code and meter serial, then see its index,
+consumption, readings and bills.
+
+A successful lookup stores ``session["customer_id"]`` in Flask's signed session cookie; every
+customer page reads only rows of that customer, and answers 404 for anything else (another
+customer's meter or bill looks exactly like one that does not exist). Every failed lookup gives
+the same page, status and message, whether the code is malformed, unknown, or right with a wrong
+serial. Lookups are rate-limited per client address and per customer code (failures only).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from functools import wraps
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+    stream_with_context,
+    url_for,
+)
+from flask_babel import gettext as _
+
+from lookup_web import charts, db, formatting
+from lookup_web import customer_queries as q
+from lookup_web.consumption import Amount, local_midnight, period_name
+from lookup_web.customer_dashboard import build
+from lookup_web.security import limiter
+
+bp = Blueprint("customers", __name__)
+
+CODE_RE = re.compile(r"[A-Z]{2}[A-Z0-9]{4}[0-9]{5,7}")
+SERIAL_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+PAGE_SIZE = 48
+CSV_MAX_DAYS = 400
+CSV_DEFAULT_DAYS = 90
+# Dates a visitor may ask for; outside, arithmetic on them could overflow.
+EARLIEST, LATEST = date(1970, 1, 1), date(2200, 12, 31)
+CSV_COLUMNS = (
+    "meter_serial",
+    "customer_code",
+    "ts",
+    "energy_import_kwh",
+    "energy_export_kwh",
+    "power_w",
+    "voltage_v",
+    "current_a",
+    "quality",
+)
+DEFAULTS = {
+    # Per client address, every lookup counts; per customer code, only failed ones.
+    "LOOKUP_LIMIT_PER_ADDRESS": "20 per minute;300 per day",
+    "LOOKUP_LIMIT_PER_CODE": "5 per 15 minutes;20 per day",
+    "CUSTOMER_SESSION_SECONDS": 4 * 3600,
+}
+
+
+@bp.record_once
+def _setup(state: Any) -> None:
+    app = state.app
+    for key, value in DEFAULTS.items():
+        app.config.setdefault(key, value)
+    formatting.init_app(app)
+    app.jinja_env.filters["period_month"] = _period_month
+
+
+def _period_month(period: str) -> str:
+    """``2025-05`` → ``05/2025`` (vi) or ``May 2025`` (en)."""
+    try:
+        return formatting.month(date.fromisoformat(f"{period}-01"))
+    except ValueError:
+        return period
+
+
+# The customers' pages need nothing but this server: say so to the browser as well.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.endpoint != "customers.index":
+        # Personal data: never kept by shared caches or the browser's back-forward cache.
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _now() -> datetime:
+    clock: Callable[[], datetime] | None = current_app.config.get("CLOCK")
+    return clock() if clock is not None else datetime.now(UTC)
+
+
+def _zone() -> ZoneInfo:
+    return ZoneInfo(current_app.config["TIMEZONE"])
+
+
+def normalize_code(text: str) -> str:
+    """Customer codes are printed with spaces sometimes and typed in any case."""
+    return "".join(text.split()).upper()
+
+
+def _code_key() -> str:
+    return "lookup-code:" + normalize_code(request.form.get("customer_code", ""))[:32]
+
+
+def _failed(response: Response) -> bool:
+    return response.status_code != 302
+
+
+# ---- lookup ------------------------------------------------------------------------------------
+
+
+@bp.get("/")
+def index() -> str:
+    return render_template("customer/lookup.html", failed=False, code="", serial="")
+
+
+@bp.post("/")
+@limiter.limit(lambda: current_app.config["LOOKUP_LIMIT_PER_ADDRESS"], methods=["POST"])
+@limiter.limit(
+    lambda: current_app.config["LOOKUP_LIMIT_PER_CODE"],
+    key_func=_code_key,
+    methods=["POST"],
+    deduct_when=_failed,
+)
+def lookup() -> Any:
+    code = normalize_code(request.form.get("customer_code", ""))
+    serial = request.form.get("meter_serial", "").strip()
+    customer_id = None
+    if CODE_RE.fullmatch(code) and SERIAL_RE.fullmatch(serial):
+        with db.connection() as conn:
+            customer_id = q.find_customer_id(conn, code, serial)
+    if customer_id is None:
+        # One answer for every failure: nothing tells a wrong code from a wrong serial.
+        shown_code = code if len(code) <= 32 else ""
+        shown_serial = serial if len(serial) <= 64 else ""
+        page = render_template(
+            "customer/lookup.html", failed=True, code=shown_code, serial=shown_serial
+        )
+        return page, 400
+    language = session.get("lang")
+    session.clear()
+    if language:
+        session["lang"] = language
+    session["customer_id"] = customer_id
+    session["meter_serial"] = serial
+    session["customer_at"] = int(time.time())
+    return redirect(url_for("customers.meter", serial=serial))
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    language = session.get("lang")
+    session.clear()
+    if language:
+        session["lang"] = language
+    return redirect(url_for("customers.index"))
+
+
+def customer_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Lets through only a visitor whose signed session holds a recent successful lookup."""
+
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        customer_id = session.get("customer_id")
+        since = session.get("customer_at", 0)
+        max_age = current_app.config["CUSTOMER_SESSION_SECONDS"]
+        if not isinstance(customer_id, int) or time.time() - since > max_age:
+            session.pop("customer_id", None)
+            return redirect(url_for("customers.index"))
+        return view(customer_id, *args, **kwargs)
+
+    return wrapped
+
+
+def _customer_and_meter(conn: Any, customer_id: int, serial: str) -> tuple[Any, Any]:
+    if not SERIAL_RE.fullmatch(serial):
+        abort(404)
+    meter = q.meter_of(conn, customer_id, serial)
+    customer = q.customer(conn, customer_id)
+    if meter is None or customer is None:
+        abort(404)
+    return customer, meter
+
+
+# ---- the customer's pages ----------------------------------------------------------------------
+
+
+@bp.get("/account")
+@customer_required
+def account(customer_id: int) -> Any:
+    serial = session.get("meter_serial", "")
+    return redirect(url_for("customers.meter", serial=serial))
+
+
+@bp.get("/meters/<serial>")
+@customer_required
+def meter(customer_id: int, serial: str) -> str:
+    days = 90 if request.args.get("days") == "90" else 30
+    zone = _zone()
+    now = _now()
+    with db.connection() as conn:
+        customer, m = _customer_and_meter(conn, customer_id, serial)
+        all_meters = q.meters(conn, customer_id)
+        board = build(conn, customer, m, now=now, zone=zone, days=days)
+    today = now.astimezone(zone).date()
+    fmt = formatting.formatter()
+    day_rows = [
+        Row(fmt.day(a.start), fmt.short_day(a.start), fmt.kwh(a.kwh), a) for a in board.days
+    ]
+    month_rows = []
+    for a in board.months:
+        name = fmt.month(period_name(a.start))
+        month_rows.append(Row(name, name, fmt.kwh(a.kwh), a))
+    return render_template(
+        "customer/meter.html",
+        customer=customer,
+        meter=m,
+        meters=all_meters,
+        board=board,
+        days=days,
+        day_rows=day_rows,
+        month_rows=month_rows,
+        daily_chart=_chart(
+            day_rows,
+            f"daily-{days}",
+            _("Daily consumption, last %(days)d days", days=days),
+            lambda total, n: _(
+                "Total %(total)s over %(count)d days with data.", total=total, count=n
+            ),
+        ),
+        monthly_chart=_chart(
+            month_rows,
+            "monthly",
+            _("Consumption per billing period, last 12 periods"),
+            lambda total, n: _(
+                "Total %(total)s over %(count)d periods with data.", total=total, count=n
+            ),
+        ),
+        csv_from=today - timedelta(days=CSV_DEFAULT_DAYS - 1),
+        csv_to=today,
+    )
+
+
+@dataclass(frozen=True)
+class Row:
+    """One day or billing month, formatted once for both its chart bar and its table row."""
+
+    label: str  # 20/06/2025 or 07/2025
+    short: str  # the label under the bar
+    kwh: str  # 6,00 kWh
+    amount: Amount
+
+
+def _chart(
+    rows: list[Row], chart_id: str, title: str, description: Callable[[str, int], str]
+) -> Any:
+    estimated, so_far = _("estimated"), _("so far")
+    bars = []
+    for row in rows:
+        a = row.amount
+        tooltip = f"{row.label}: {row.kwh}"
+        if a.estimated:
+            tooltip += f" ({estimated})"
+        if a.partial:
+            tooltip += f" ({so_far})"
+        bars.append(charts.Bar(row.short, tooltip, a.kwh, a.estimated, a.partial))
+    known = [row.amount.kwh for row in rows if row.amount.kwh is not None]
+    return charts.bar_chart(
+        bars,
+        chart_id=chart_id,
+        title=title,
+        description=description(formatting.kwh(sum(known)), len(known)),
+        axis_format=lambda v: formatting.number(v, 0),
+    )
+
+
+def _parse_ts(name: str) -> datetime | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        abort(400)
+    if value.tzinfo is None or not EARLIEST.year <= value.year <= LATEST.year:
+        abort(400)
+    return value
+
+
+@bp.get("/meters/<serial>/readings")
+@customer_required
+def readings(customer_id: int, serial: str) -> str:
+    before, after = _parse_ts("before"), _parse_ts("after")
+    with db.connection() as conn:
+        customer, m = _customer_and_meter(conn, customer_id, serial)
+        rows, more = q.readings_page(
+            conn, m.id, before=before, after=after, now=_now(), size=PAGE_SIZE
+        )
+    # Going older, "more" means an older page exists; going newer, a newer one.
+    if after is not None:
+        older = rows[-1].ts.isoformat() if rows else None
+        newer = rows[0].ts.isoformat() if rows and more else None
+    else:
+        older = rows[-1].ts.isoformat() if rows and more else None
+        newer = rows[0].ts.isoformat() if rows and before is not None else None
+    return render_template(
+        "customer/readings.html",
+        customer=customer,
+        meter=m,
+        rows=rows,
+        older=older,
+        newer=newer,
+        first_page=before is None and after is None,
+    )
+
+
+def _parse_day(name: str, default: date) -> date:
+    raw = request.args.get(name)
+    if not raw:
+        return default
+    try:
+        value = date.fromisoformat(raw)
+    except ValueError:
+        abort(400)
+    if not EARLIEST <= value <= LATEST:
+        abort(400)
+    return value
+
+
+@bp.get("/meters/<serial>/readings.csv")
+@customer_required
+def readings_csv(customer_id: int, serial: str) -> Response:
+    """The customer's own readings for local days ``from``..``to`` (inclusive), in the column
+    order of ``doxa export readings``."""
+    zone = _zone()
+    today = _now().astimezone(zone).date()
+    last = _parse_day("to", today)
+    first = _parse_day("from", last - timedelta(days=CSV_DEFAULT_DAYS - 1))
+    if first > last or (last - first).days >= CSV_MAX_DAYS:
+        abort(400)
+    with db.connection() as conn:
+        customer, m = _customer_and_meter(conn, customer_id, serial)
+    start = local_midnight(first, zone)
+    end = local_midnight(last + timedelta(days=1), zone)
+
+    def rows() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        with db.connection() as conn:
+            for n, r in enumerate(q.readings_between(conn, m.id, start, end), start=1):
+                writer.writerow(
+                    (
+                        m.serial,
+                        customer.code,
+                        r.ts.astimezone(zone).isoformat(),
+                        r.energy_import_kwh,
+                        *("" if v is None else v for v in (r.energy_export_kwh, r.power_w)),
+                        *("" if v is None else v for v in (r.voltage_v, r.current_a)),
+                        r.quality,
+                    )
+                )
+                if n % 1000 == 0:
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
+        yield buffer.getvalue()
+
+    filename = f"doxa-{m.serial}-{first.isoformat()}-{last.isoformat()}.csv"
+    return Response(
+        stream_with_context(rows()),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@bp.get("/bills")
+@customer_required
+def bills(customer_id: int) -> str:
+    with db.connection() as conn:
+        customer = q.customer(conn, customer_id)
+        if customer is None:
+            abort(404)
+        rows = q.bills(conn, customer_id)
+        all_meters = q.meters(conn, customer_id)
+    chosen = [m for m in all_meters if m.serial == session.get("meter_serial")] or all_meters
+    return render_template(
+        "customer/bills.html", customer=customer, bills=rows, meter=chosen[0] if chosen else None
+    )
+
+
+@bp.get("/bills/<int:bill_id>")
+@customer_required
+def bill(customer_id: int, bill_id: int) -> str:
+    with db.connection() as conn:
+        customer = q.customer(conn, customer_id)
+        row = q.bill(conn, customer_id, bill_id) if bill_id < 2**63 else None
+    if customer is None or row is None:
+        abort(404)
+    return render_template(
+        "customer/bill.html", customer=customer, bill=row, parts=_bill_parts(row.breakdown)
+    )
+
+
+def _bill_parts(breakdown: dict[str, Any]) -> list[dict[str, Any]]:
+    """The breakdown's parts with each tier line's kWh range worked out for display."""
+    parts = []
+    for part in breakdown.get("parts", []):
+        lower = 0
+        lines = []
+        for line in part.get("lines", []):
+            width = line.get("width_kwh")
+            upper = None if width is None else lower + int(width)
+            lines.append({**line, "from_kwh": lower + 1, "to_kwh": upper})
+            lower = upper if upper is not None else lower
+        parts.append({**part, "lines": lines, **_part_dates(part)})
+    return parts
+
+
+def _part_dates(part: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("start", "end", "tariff_effective_from"):
+        try:
+            out[f"{key}_date"] = date.fromisoformat(str(part.get(key)))
+        except ValueError:
+            out[f"{key}_date"] = None
+    try:
+        out["vat_percent"] = float(part.get("vat_rate", 0)) * 100
+    except (TypeError, ValueError):
+        out["vat_percent"] = None
+    return out

@@ -1,0 +1,409 @@
+"""The engineers' page ``/ops``: collector health, read from what the collectors write.
+
+- **Collectors**: status from the age of the last heartbeat (``collectors.last_seen``): ``ok`` up
+  to ``OPS_LATE_AFTER`` seconds, ``late`` up to ``OPS_DOWN_AFTER``, ``down`` beyond; over the last
+  hour (sums of ``collector_heartbeats`` deltas) readings written and the poll success rate; the
+  95th percentile of poll latency (``poll_outcomes`` with a latency); spool depth.
+- **Gateways**: per ``host:port`` over the last hour, polls, success rate (``backoff`` rows are
+  skipped polls and do not count), p95 latency, the last error.
+- **Stale meters**: active meters without a reading for more than two intervals. A Modbus meter's
+  interval is its collector's poll interval (the shortest of the collectors seen in the last day
+  when it is polled by every collector, else ``OPS_POLL_INTERVAL``); an MQTT meter's is
+  ``OPS_MQTT_INTERVAL``. A meter never read counts from when it was added.
+- **Rejected messages**: the newest rejected MQTT/Modbus messages with their reasons.
+- **Read completeness** per province for yesterday (local day): meters with at least one reading
+  in every interval of the day ÷ all active meters. It scans a day of readings, so it is kept
+  for ``OPS_COMPLETENESS_TTL`` seconds per process.
+
+The page reloads itself every ``OPS_REFRESH`` seconds; ``/api/v1`` serves the same data as JSON.
+"""
+
+from __future__ import annotations
+
+import threading
+import time as clock
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+from flask import Blueprint, current_app, redirect, render_template, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+
+from lookup_web import auth, db
+from schema import audit
+
+bp = Blueprint("ops", __name__, url_prefix="/ops")
+
+DEFAULTS: dict[str, Any] = {
+    "OPS_LATE_AFTER": 15.0,  # seconds without a heartbeat (collectors beat every 5 s)
+    "OPS_DOWN_AFTER": 60.0,
+    "OPS_REFRESH": 30,
+    "OPS_POLL_INTERVAL": 60.0,
+    "OPS_MQTT_INTERVAL": 60.0,
+    "OPS_COMPLETENESS_TTL": 600.0,
+    "OPS_LIST_LIMIT": 100,
+}
+
+
+def setting(key: str) -> Any:
+    return current_app.config.get(key, DEFAULTS[key])
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    late_after: float
+    down_after: float
+    poll_interval: float
+    mqtt_interval: float
+
+    @classmethod
+    def from_config(cls) -> Thresholds:
+        return cls(
+            float(setting("OPS_LATE_AFTER")),
+            float(setting("OPS_DOWN_AFTER")),
+            float(setting("OPS_POLL_INTERVAL")),
+            float(setting("OPS_MQTT_INTERVAL")),
+        )
+
+    def status(self, age_s: float) -> str:
+        if age_s <= self.late_after:
+            return "ok"
+        return "late" if age_s <= self.down_after else "down"
+
+
+@dataclass(frozen=True)
+class CollectorHealth:
+    id: str
+    host: str
+    version: str
+    pid: int | None
+    started_at: datetime
+    last_seen: datetime
+    heartbeat_age_s: float
+    status: str
+    poll_interval_s: float | None
+    spool_depth: int
+    readings_written_1h: int
+    mqtt_received_1h: int
+    mqtt_rejected_1h: int
+    polls_ok_1h: int
+    polls_failed_1h: int
+    poll_success_rate_1h: float | None
+    poll_latency_p95_ms_1h: float | None
+
+
+@dataclass(frozen=True)
+class GatewayHealth:
+    gateway: str
+    polls_1h: int
+    polls_ok_1h: int
+    skipped_1h: int
+    success_rate_1h: float | None
+    latency_p95_ms_1h: float | None
+    last_poll_at: datetime | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class StaleMeter:
+    serial: str
+    customer_code: str
+    province: str
+    protocol: str
+    gateway: str | None
+    collector_id: str | None
+    interval_s: float
+    last_reading_ts: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+    consecutive_failures: int
+
+
+@dataclass(frozen=True)
+class RejectedMessage:
+    received_at: datetime
+    collector_id: str | None
+    source: str
+    topic: str | None
+    meter_serial: str | None
+    reason: str
+    payload_preview: str
+
+
+@dataclass(frozen=True)
+class Completeness:
+    province: str
+    meters: int
+    complete: int
+
+    @property
+    def ratio(self) -> float | None:
+        return self.complete / self.meters if self.meters else None
+
+
+def as_json(item: Any) -> dict[str, Any]:
+    """A health record as JSON-ready values (times ISO 8601)."""
+    out = asdict(item)
+    for key, value in out.items():
+        if isinstance(value, datetime | date):
+            out[key] = value.isoformat()
+    if isinstance(item, Completeness):
+        out["ratio"] = item.ratio
+    return out
+
+
+# -- queries -----------------------------------------------------------------------------------
+
+
+def _rate(ok: int, total: int) -> float | None:
+    return ok / total if total else None
+
+
+def collectors(conn: psycopg.Connection, thresholds: Thresholds) -> list[CollectorHealth]:
+    rows = conn.execute(
+        """
+        WITH beats AS (
+            SELECT collector_id, sum(readings_written) AS written, sum(mqtt_received) AS received,
+                   sum(mqtt_rejected) AS rejected, sum(polls_ok) AS ok,
+                   sum(polls_failed) AS failed
+            FROM collector_heartbeats
+            WHERE ts > now() - interval '1 hour'
+            GROUP BY collector_id
+        ), latency AS (
+            SELECT collector_id,
+                   percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95
+            FROM poll_outcomes
+            WHERE ts > now() - interval '1 hour' AND latency_ms IS NOT NULL
+            GROUP BY collector_id
+        )
+        SELECT c.id, c.host, c.version, c.pid, c.started_at, c.last_seen,
+               greatest(extract(epoch FROM now() - c.last_seen), 0)::float8, c.poll_interval,
+               c.spool_depth, coalesce(b.written, 0), coalesce(b.received, 0),
+               coalesce(b.rejected, 0), coalesce(b.ok, 0), coalesce(b.failed, 0), l.p95
+        FROM collectors c
+        LEFT JOIN beats b ON b.collector_id = c.id
+        LEFT JOIN latency l ON l.collector_id = c.id
+        ORDER BY c.id"""
+    ).fetchall()
+    out = []
+    for r in rows:
+        ok, failed = int(r[12]), int(r[13])
+        out.append(
+            CollectorHealth(
+                id=r[0],
+                host=r[1],
+                version=r[2],
+                pid=r[3],
+                started_at=r[4],
+                last_seen=r[5],
+                heartbeat_age_s=round(r[6], 1),
+                status=thresholds.status(r[6]),
+                poll_interval_s=r[7],
+                spool_depth=int(r[8]),
+                readings_written_1h=int(r[9]),
+                mqtt_received_1h=int(r[10]),
+                mqtt_rejected_1h=int(r[11]),
+                polls_ok_1h=ok,
+                polls_failed_1h=failed,
+                poll_success_rate_1h=_rate(ok, ok + failed),
+                poll_latency_p95_ms_1h=r[14],
+            )
+        )
+    return out
+
+
+def gateways(conn: psycopg.Connection) -> list[GatewayHealth]:
+    rows = conn.execute(
+        """
+        SELECT gateway,
+               count(*) FILTER (WHERE outcome <> 'backoff'),
+               count(*) FILTER (WHERE outcome = 'ok'),
+               count(*) FILTER (WHERE outcome = 'backoff'),
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)
+                   FILTER (WHERE latency_ms IS NOT NULL),
+               max(ts),
+               (array_agg(outcome || coalesce(': ' || detail, '') ORDER BY ts DESC)
+                   FILTER (WHERE outcome NOT IN ('ok', 'backoff')))[1]
+        FROM poll_outcomes
+        WHERE ts > now() - interval '1 hour'
+        GROUP BY gateway
+        ORDER BY gateway"""
+    ).fetchall()
+    return [
+        GatewayHealth(r[0], int(r[1]), int(r[2]), int(r[3]), _rate(r[2], r[1]), r[4], r[5], r[6])
+        for r in rows
+    ]
+
+
+# A meter's expected interval between readings, in seconds (see the module docstring).
+_INTERVAL_SQL = """
+    CASE WHEN m.protocol = 'mqtt' THEN %(mqtt)s::float8
+         ELSE coalesce(assigned.poll_interval, shared.poll_interval, %(poll)s::float8) END"""
+_INTERVAL_JOINS = """
+    LEFT JOIN collectors assigned ON assigned.id = m.collector_id
+    CROSS JOIN (SELECT min(poll_interval) AS poll_interval FROM collectors
+                WHERE last_seen > now() - interval '1 day') shared"""
+
+
+def stale_meters(
+    conn: psycopg.Connection, thresholds: Thresholds, limit: int
+) -> tuple[int, list[StaleMeter]]:
+    """How many active meters are stale, and the ``limit`` stalest."""
+    params = {"mqtt": thresholds.mqtt_interval, "poll": thresholds.poll_interval, "limit": limit}
+    rows = conn.execute(
+        f"""
+        WITH expected AS (
+            SELECT m.id, m.serial, c.code, c.province, m.protocol, m.collector_id, m.created_at,
+                   CASE WHEN m.protocol = 'modbus' THEN m.host || ':' || m.port END AS gateway,
+                   {_INTERVAL_SQL} AS interval_s
+            FROM meters m
+            JOIN customers c ON c.id = m.customer_id
+            {_INTERVAL_JOINS}
+            WHERE m.active
+        ), stale AS (
+            SELECT e.*, s.last_reading_ts, s.last_error, s.last_error_at,
+                   coalesce(s.consecutive_failures, 0) AS failures
+            FROM expected e
+            LEFT JOIN meter_status s ON s.meter_id = e.id
+            WHERE coalesce(s.last_reading_ts, e.created_at)
+                  < now() - make_interval(secs => 2 * e.interval_s)
+        )
+        SELECT serial, code, province, protocol, gateway, collector_id, interval_s,
+               last_reading_ts, last_error, last_error_at, failures, count(*) OVER ()
+        FROM stale
+        ORDER BY last_reading_ts NULLS FIRST, serial
+        LIMIT %(limit)s""",
+        params,
+    ).fetchall()
+    total = int(rows[0][11]) if rows else 0
+    return total, [StaleMeter(*r[:11]) for r in rows]
+
+
+def rejected_messages(conn: psycopg.Connection, limit: int) -> list[RejectedMessage]:
+    rows = conn.execute(
+        """
+        SELECT received_at, collector_id, source, topic, meter_serial, reason,
+               coalesce(encode(substring(payload FROM 1 FOR 160), 'escape'), '')
+        FROM rejected_messages
+        ORDER BY received_at DESC, id DESC
+        LIMIT %s""",
+        (limit,),
+    ).fetchall()
+    return [RejectedMessage(*r) for r in rows]
+
+
+def count_rejected(conn: psycopg.Connection, since: str = "1 hour") -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM rejected_messages WHERE received_at > now() - %s::interval", (since,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def completeness(
+    conn: psycopg.Connection, day: date, tz: str, thresholds: Thresholds
+) -> list[Completeness]:
+    """Per province: active meters, and those with a reading in every interval of local ``day``."""
+    start = datetime.combine(day, datetime.min.time(), ZoneInfo(tz))
+    end = datetime.combine(day + timedelta(days=1), datetime.min.time(), ZoneInfo(tz))
+    params = {
+        "start": start,
+        "end": end,
+        "mqtt": thresholds.mqtt_interval,
+        "poll": thresholds.poll_interval,
+    }
+    rows = conn.execute(
+        f"""
+        WITH expected AS (
+            SELECT m.id, c.province, {_INTERVAL_SQL} AS interval_s
+            FROM meters m
+            JOIN customers c ON c.id = m.customer_id
+            {_INTERVAL_JOINS}
+            WHERE m.active AND m.created_at < %(end)s
+        ), filled AS (
+            SELECT e.province, e.interval_s,
+                   (SELECT count(DISTINCT floor(extract(epoch FROM r.ts - %(start)s::timestamptz)
+                                                / e.interval_s))
+                    FROM readings r
+                    WHERE r.meter_id = e.id AND r.ts >= %(start)s AND r.ts < %(end)s) AS buckets
+            FROM expected e
+        )
+        SELECT province, count(*),
+               count(*) FILTER (WHERE buckets >= ceil(
+                   extract(epoch FROM %(end)s::timestamptz - %(start)s::timestamptz) / interval_s))
+        FROM filled
+        GROUP BY province
+        ORDER BY province""",
+        params,
+    ).fetchall()
+    return [Completeness(r[0], int(r[1]), int(r[2])) for r in rows]
+
+
+_cache_lock = threading.Lock()
+
+
+def cached_completeness(conn: psycopg.Connection, tz: str) -> tuple[date, list[Completeness]]:
+    """Yesterday's completeness, recomputed at most every ``OPS_COMPLETENESS_TTL`` seconds."""
+    yesterday = datetime.now(ZoneInfo(tz)).date() - timedelta(days=1)
+    thresholds = Thresholds.from_config()
+    key = (yesterday, thresholds)
+    ttl = float(setting("OPS_COMPLETENESS_TTL"))
+    cache = current_app.extensions.setdefault("doxa_ops_completeness", {})
+    with _cache_lock:
+        hit = cache.get(key)
+        if hit and clock.monotonic() - hit[0] < ttl:
+            return yesterday, hit[1]
+    result = completeness(conn, yesterday, tz, thresholds)
+    with _cache_lock:
+        cache.clear()
+        cache[key] = (clock.monotonic(), result)
+    return yesterday, result
+
+
+# -- the page ----------------------------------------------------------------------------------
+
+
+@bp.get("")
+@auth.requires("view_ops")
+def dashboard() -> Any:
+    thresholds = Thresholds.from_config()
+    limit = int(setting("OPS_LIST_LIMIT"))
+    tz = str(current_app.config["TIMEZONE"])
+    with db.connection() as conn:
+        collector_list = collectors(conn, thresholds)
+        gateway_list = gateways(conn)
+        stale_count, stale = stale_meters(conn, thresholds, limit)
+        rejected = rejected_messages(conn, min(limit, 50))
+        rejected_1h = count_rejected(conn)
+        day, complete = cached_completeness(conn, tz)
+        now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+    return render_template(
+        "ops/dashboard.html",
+        collectors=collector_list,
+        gateways=gateway_list,
+        stale=stale,
+        stale_count=stale_count,
+        rejected=rejected,
+        rejected_1h=rejected_1h,
+        completeness=complete,
+        completeness_day=day,
+        thresholds=thresholds,
+        refresh=int(setting("OPS_REFRESH")),
+        now=now,
+    )
+
+
+@bp.post("/collectors/<collector_id>/forget")
+@auth.requires("ops_admin")
+def forget_collector(collector_id: str) -> Any:
+    """Remove a decommissioned collector from the page (its history stays); it comes back by
+    itself with its next heartbeat if it is in fact still running."""
+    with db.connection() as conn, conn.transaction():
+        cur = conn.execute("DELETE FROM collectors WHERE id = %s", (collector_id,))
+        if cur.rowcount:
+            audit.record(conn, current_user.username, "collector.forget", {"id": collector_id})
+    if not cur.rowcount:
+        return render_template("error.html", code=404, message=_("No such collector.")), 404
+    return redirect(url_for("ops.dashboard"))

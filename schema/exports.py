@@ -1,0 +1,462 @@
+"""Exports of readings, closing indices and bills as CSV or XLSX: one code path for the CLI
+(``doxa export``) and the staff pages.
+
+Each export is one SQL query (an :class:`ExportSpec`) that already gives every value its final
+form: times ISO 8601 in the local time zone with its offset, booleans ``true``/``false``, empty
+where nothing was reported (contract §3). The two formats then only carry those values:
+
+- **CSV** is PostgreSQL's own ``COPY (query) TO STDOUT (FORMAT csv, HEADER)`` output, passed on in
+  ~256 KiB chunks: no row is parsed or formatted in Python, the first bytes leave as soon as the
+  first rows are found, and memory holds one chunk whatever the size.
+- **XLSX** reads the same query through a server-side cursor into XlsxWriter in
+  ``constant_memory`` mode (rows go to a temporary file as they are written) and streams the
+  finished workbook from disk. Numbers are numbers, dates are dates, booleans are booleans; a
+  sheet holds at most Excel's 1,048,576 rows, then the export goes on in the next sheet.
+
+Readings are ordered by time then meter serial: PostgreSQL reads the range in time order through
+the hypertable's time index (the order rows were written in, so pages are read once, in order)
+and only sorts the meters of each instant, so output starts at once and nothing big is sorted.
+Day ranges are local days (both ends inclusive). Closing indices follow contract §8: the
+register at the period's closing instant (the reading day of the month at 00:00 local),
+interpolated linearly between the nearest readings on either side (looked for within 62 days),
+flagged estimated when those are more than 2 hours apart, left empty when a side has no reading.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any, BinaryIO
+from zoneinfo import ZoneInfo
+
+import psycopg
+import xlsxwriter
+from psycopg import sql
+
+FORMATS = ("csv", "xlsx")
+MEDIA_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+CHUNK_BYTES = 256 * 1024
+XLSX_MAX_ROWS = 1_048_576  # Excel's limit per sheet, the header row included
+XLSX_FETCH_ROWS = 1_000
+CLOSING_LOOKAROUND = "62 days"
+ESTIMATED_GAP = "2 hours"
+PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+CUSTOMER_PREFIX = re.compile(r"^[A-Z0-9]{1,13}$")
+
+
+class ExportError(ValueError):
+    """The export cannot be made as asked (dates reversed, bad period…); one line says why."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str = "text"  # text | number | date | bool: how XLSX stores the value
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which customers' meters: all, one province, a customer-code prefix (a branch), a list of
+    meter serials; given filters all apply."""
+
+    province: str | None = None
+    customer_prefix: str | None = None
+    meters: tuple[str, ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.province:
+            out["province"] = self.province
+        if self.customer_prefix:
+            out["customer_prefix"] = self.customer_prefix
+        if self.meters:
+            out["meters"] = list(self.meters)
+        return out
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """One export: its columns and the query giving them, ready for either format."""
+
+    kind: str  # readings | closing_indices | bills
+    columns: tuple[Column, ...]
+    query: sql.Composable
+    params: Mapping[str, Any]
+    timezone: str
+    filename: str  # without extension
+    detail: Mapping[str, Any] = field(default_factory=dict)  # what the audit log records
+
+
+@dataclass
+class ExportProgress:
+    """Filled in while an export streams: rows sent so far, and whether it ran to the end."""
+
+    rows: int = 0
+    complete: bool = False
+
+
+# -- the queries -------------------------------------------------------------------------------
+
+READINGS_COLUMNS = (
+    Column("meter_serial"),
+    Column("customer_code"),
+    Column("ts"),
+    Column("energy_import_kwh", "number"),
+    Column("energy_export_kwh", "number"),
+    Column("power_w", "number"),
+    Column("voltage_v", "number"),
+    Column("current_a", "number"),
+    Column("quality"),
+)
+BILLS_COLUMNS = (
+    Column("customer_code"),
+    Column("meter_serial"),
+    Column("period_start", "date"),
+    Column("period_end", "date"),
+    Column("days", "number"),
+    Column("start_index_kwh", "number"),
+    Column("end_index_kwh", "number"),
+    Column("consumption_kwh", "number"),
+    Column("amount_vnd", "number"),
+    Column("vat_vnd", "number"),
+    Column("total_vnd", "number"),
+    Column("estimated", "bool"),
+)
+CLOSING_COLUMNS = (
+    Column("customer_code"),
+    Column("meter_serial"),
+    Column("closing_at"),
+    Column("index_kwh", "number"),
+    Column("estimated", "bool"),
+    Column("before_ts"),
+    Column("before_kwh", "number"),
+    Column("after_ts"),
+    Column("after_kwh", "number"),
+)
+
+
+def _iso(expr: str) -> str:
+    """SQL for a timestamptz as ISO 8601 in the session's zone with its offset; fractions of a
+    second only when there are some (as Python's ``isoformat``)."""
+    return (
+        f"CASE WHEN {expr} = date_trunc('second', {expr})"
+        f" THEN to_char({expr}, 'YYYY-MM-DD\"T\"HH24:MI:SSTZH:TZM')"
+        f" ELSE to_char({expr}, 'YYYY-MM-DD\"T\"HH24:MI:SS.USTZH:TZM') END"
+    )
+
+
+def _bool(expr: str) -> str:
+    return f"CASE WHEN {expr} THEN 'true' WHEN NOT {expr} THEN 'false' END"
+
+
+def _where(selection: Selection, params: dict[str, Any]) -> str:
+    """The selection's conditions on ``c`` (customers) and ``m`` (meters); fills ``params``."""
+    conditions = ["true"]
+    if selection.province:
+        params["province"] = selection.province
+        conditions.append("c.province = %(province)s")
+    if selection.customer_prefix:
+        prefix = selection.customer_prefix.strip().upper()
+        if not CUSTOMER_PREFIX.match(prefix):
+            raise ExportError(f"invalid customer code prefix {selection.customer_prefix!r}")
+        params["prefix"] = prefix + "%"
+        conditions.append("c.code LIKE %(prefix)s")
+    if selection.meters:
+        params["meters"] = list(selection.meters)
+        conditions.append("m.serial = ANY(%(meters)s)")
+    return " AND ".join(conditions)
+
+
+def local_day_start(day: date, tz: str) -> datetime:
+    return datetime.combine(day, time(), ZoneInfo(tz))
+
+
+def parse_period(period: str) -> tuple[int, int]:
+    match = PERIOD.match(period.strip())
+    if not match:
+        raise ExportError(f"invalid period {period!r}: expected YYYY-MM")
+    return int(match[1]), int(match[2])
+
+
+def readings(
+    date_from: date, date_to: date, tz: str, selection: Selection = Selection()
+) -> ExportSpec:
+    """Readings of local days ``date_from``..``date_to`` (inclusive), by time then meter."""
+    if date_to < date_from:
+        raise ExportError(f"the end date {date_to} is before the start date {date_from}")
+    params: dict[str, Any] = {
+        "start": local_day_start(date_from, tz),
+        "end": local_day_start(date_to + timedelta(days=1), tz),
+    }
+    where = _where(selection, params)
+    query = f"""
+        SELECT m.serial AS meter_serial, c.code AS customer_code, {_iso("r.ts")} AS ts,
+               r.energy_import_kwh, r.energy_export_kwh, r.power_w, r.voltage_v, r.current_a,
+               r.quality
+        FROM readings r
+        JOIN meters m ON m.id = r.meter_id
+        JOIN customers c ON c.id = m.customer_id
+        WHERE r.ts >= %(start)s AND r.ts < %(end)s AND {where}
+        ORDER BY r.ts, m.serial"""
+    return ExportSpec(
+        kind="readings",
+        columns=READINGS_COLUMNS,
+        query=sql.SQL(query),  # type: ignore[arg-type]  # built from constants above
+        params=params,
+        timezone=tz,
+        filename=f"readings_{date_from}_{date_to}",
+        detail={"from": str(date_from), "to": str(date_to), **selection.describe()},
+    )
+
+
+def bills(period: str, selection: Selection = Selection()) -> ExportSpec:
+    """The bills of a period (``YYYY-MM``), by customer code then meter serial."""
+    parse_period(period)
+    params: dict[str, Any] = {"period": period.strip()}
+    where = _where(selection, params)
+    query = f"""
+        SELECT c.code AS customer_code, m.serial AS meter_serial, b.period_start, b.period_end,
+               b.days, b.start_index_kwh, b.end_index_kwh, b.consumption_kwh, b.amount_vnd,
+               b.vat_vnd, b.total_vnd, {_bool("b.estimated")} AS estimated
+        FROM bills b
+        JOIN customers c ON c.id = b.customer_id
+        JOIN meters m ON m.id = b.meter_id
+        WHERE b.period = %(period)s AND {where}
+        ORDER BY c.code, m.serial"""
+    return ExportSpec(
+        kind="bills",
+        columns=BILLS_COLUMNS,
+        query=sql.SQL(query),  # type: ignore[arg-type]  # built from constants above
+        params=params,
+        timezone="UTC",
+        filename=f"bills_{period.strip()}",
+        detail={"period": period.strip(), **selection.describe()},
+    )
+
+
+def closing_indices(period: str, tz: str, selection: Selection = Selection()) -> ExportSpec:
+    """Every active meter's register at the close of ``period`` (its customer's reading day of
+    that month, 00:00 local), by customer code then meter serial."""
+    year, month = parse_period(period)
+    params: dict[str, Any] = {"year": year, "month": month, "tz": tz}
+    where = _where(selection, params)
+    query = f"""
+        WITH closing AS (
+            SELECT m.id, m.serial, c.code,
+                   make_timestamptz(%(year)s, %(month)s, c.reading_day, 0, 0, 0, %(tz)s) AS at
+            FROM meters m
+            JOIN customers c ON c.id = m.customer_id
+            WHERE m.active AND {where}
+        )
+        SELECT k.code AS customer_code, k.serial AS meter_serial, {_iso("k.at")} AS closing_at,
+               CASE WHEN b.ts IS NULL OR a.ts IS NULL THEN NULL
+                    WHEN a.ts = b.ts THEN round(b.kwh::numeric, 3)
+                    ELSE round((b.kwh + (a.kwh - b.kwh)
+                                * extract(epoch FROM k.at - b.ts)
+                                / extract(epoch FROM a.ts - b.ts))::numeric, 3)
+               END AS index_kwh,
+               CASE WHEN b.ts IS NULL OR a.ts IS NULL THEN NULL
+                    WHEN a.ts - b.ts > interval '{ESTIMATED_GAP}' THEN 'true' ELSE 'false'
+               END AS estimated,
+               {_iso("b.ts")} AS before_ts, b.kwh AS before_kwh,
+               {_iso("a.ts")} AS after_ts, a.kwh AS after_kwh
+        FROM closing k
+        LEFT JOIN LATERAL (
+            SELECT ts, energy_import_kwh AS kwh FROM readings
+            WHERE meter_id = k.id AND ts <= k.at AND ts > k.at - interval '{CLOSING_LOOKAROUND}'
+            ORDER BY ts DESC LIMIT 1
+        ) b ON true
+        LEFT JOIN LATERAL (
+            SELECT ts, energy_import_kwh AS kwh FROM readings
+            WHERE meter_id = k.id AND ts >= k.at AND ts < k.at + interval '{CLOSING_LOOKAROUND}'
+            ORDER BY ts LIMIT 1
+        ) a ON true
+        ORDER BY k.code, k.serial"""
+    return ExportSpec(
+        kind="closing_indices",
+        columns=CLOSING_COLUMNS,
+        query=sql.SQL(query),  # type: ignore[arg-type]  # built from constants above
+        params=params,
+        timezone=tz,
+        filename=f"closing-indices_{period.strip()}",
+        detail={"period": period.strip(), **selection.describe()},
+    )
+
+
+def provinces(conn: psycopg.Connection) -> list[str]:
+    """The customers' provinces, for the filter's choices: a skip scan of the province index, so
+    a few dozen index probes whatever the number of customers."""
+    rows = conn.execute(
+        """
+        WITH RECURSIVE p AS (
+            (SELECT province FROM customers ORDER BY province LIMIT 1)
+            UNION ALL
+            SELECT (SELECT c.province FROM customers c WHERE c.province > p.province
+                    ORDER BY c.province LIMIT 1)
+            FROM p WHERE p.province IS NOT NULL
+        )
+        SELECT province FROM p WHERE province IS NOT NULL AND province <> ''"""
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def unknown_meters(conn: psycopg.Connection, serials: tuple[str, ...]) -> list[str]:
+    """The serials in ``serials`` that name no meter (so a typo is an error, not an empty file)."""
+    if not serials:
+        return []
+    known = {
+        row[0]
+        for row in conn.execute(
+            "SELECT serial FROM meters WHERE serial = ANY(%s)", (list(serials),)
+        ).fetchall()
+    }
+    return [s for s in serials if s not in known]
+
+
+# -- the two formats ---------------------------------------------------------------------------
+
+
+def _set_session(conn: psycopg.Connection, spec: ExportSpec) -> None:
+    """Within the export's transaction: its time zone, ISO dates and exact floats."""
+    conn.execute(
+        "SELECT set_config('TimeZone', %s, true), set_config('DateStyle', 'ISO, YMD', true),"
+        " set_config('extra_float_digits', '1', true)",
+        (spec.timezone,),
+    )
+
+
+def iter_csv(
+    conn: psycopg.Connection,
+    spec: ExportSpec,
+    progress: ExportProgress | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Iterator[bytes]:
+    """The export as CSV with its header, in chunks of about :data:`CHUNK_BYTES`."""
+    progress = progress if progress is not None else ExportProgress()
+    statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(spec.query)
+    with conn.transaction():
+        _set_session(conn, spec)
+        with conn.cursor() as cur:
+            with cur.copy(statement, spec.params) as copy:
+                buffer = bytearray()
+                for data in copy:
+                    buffer += data
+                    if len(buffer) >= chunk_bytes:
+                        yield bytes(buffer)
+                        buffer.clear()
+                if buffer:
+                    yield bytes(buffer)
+            progress.rows = max(cur.rowcount, 0)
+    progress.complete = True
+
+
+class _XlsxSheets:
+    """Writes rows into as many sheets as Excel's row limit needs, each with the header."""
+
+    def __init__(self, workbook: Any, spec: ExportSpec, max_rows: int) -> None:
+        self.workbook = workbook
+        self.spec = spec
+        self.max_rows = max_rows
+        self.header = workbook.add_format({"bold": True})
+        self.date = workbook.add_format({"num_format": "yyyy-mm-dd"})
+        self.sheet: Any = None
+        self.count = 0
+        self.row = max_rows
+
+    def _next_sheet(self) -> None:
+        self.count += 1
+        name = self.spec.kind.replace("_", " ")
+        sheet = self.workbook.add_worksheet(name if self.count == 1 else f"{name} {self.count}")
+        for col, column in enumerate(self.spec.columns):
+            sheet.set_column(col, col, max(12, len(column.name) + 2))
+            sheet.write_string(0, col, column.name, self.header)
+        sheet.freeze_panes(1, 0)
+        self.sheet = sheet
+        self.row = 1
+
+    def write(self, values: tuple[Any, ...]) -> None:
+        if self.row >= self.max_rows:
+            self._next_sheet()
+        sheet, row = self.sheet, self.row
+        for col, (column, value) in enumerate(zip(self.spec.columns, values, strict=True)):
+            if value is None:
+                continue
+            kind = column.kind
+            if kind == "number":
+                sheet.write_number(row, col, value)
+            elif kind == "date":
+                sheet.write_datetime(row, col, value, self.date)
+            elif kind == "bool":
+                sheet.write_boolean(row, col, value == "true")
+            else:
+                sheet.write_string(row, col, str(value))
+        self.row += 1
+
+    def finish(self) -> None:
+        if self.sheet is None:
+            self._next_sheet()
+
+
+def iter_xlsx(
+    conn: psycopg.Connection,
+    spec: ExportSpec,
+    progress: ExportProgress | None = None,
+    *,
+    max_rows_per_sheet: int = XLSX_MAX_ROWS,
+) -> Iterator[bytes]:
+    """The export as an XLSX workbook, in chunks; memory stays flat (see the module's note)."""
+    progress = progress if progress is not None else ExportProgress()
+    with tempfile.TemporaryDirectory(prefix="doxa-xlsx-") as tmp:
+        path = os.path.join(tmp, f"{spec.filename}.xlsx")
+        workbook = xlsxwriter.Workbook(
+            path,
+            {
+                "constant_memory": True,
+                "tmpdir": tmp,
+                "nan_inf_to_errors": True,
+                "strings_to_formulas": False,
+                "strings_to_urls": False,
+            },
+        )
+        workbook.use_zip64()
+        sheets = _XlsxSheets(workbook, spec, max_rows_per_sheet)
+        with conn.transaction():
+            _set_session(conn, spec)
+            with conn.cursor(name="doxa_export") as cur:
+                cur.itersize = XLSX_FETCH_ROWS
+                cur.execute(spec.query, spec.params)
+                for values in cur:
+                    sheets.write(values)
+                    progress.rows += 1
+        sheets.finish()
+        workbook.close()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(CHUNK_BYTES):
+                yield chunk
+    progress.complete = True
+
+
+def iter_export(
+    conn: psycopg.Connection, spec: ExportSpec, fmt: str, progress: ExportProgress | None = None
+) -> Iterator[bytes]:
+    """The export in ``fmt`` (``csv`` or ``xlsx``) as a stream of bytes."""
+    if fmt == "csv":
+        return iter_csv(conn, spec, progress)
+    if fmt == "xlsx":
+        return iter_xlsx(conn, spec, progress)
+    raise ExportError(f"unknown format {fmt!r}: csv or xlsx")
+
+
+def write_export(conn: psycopg.Connection, spec: ExportSpec, fmt: str, out: BinaryIO) -> int:
+    """Write the whole export to ``out``; returns the number of rows."""
+    progress = ExportProgress()
+    for chunk in iter_export(conn, spec, fmt, progress):
+        out.write(chunk)
+    return progress.rows

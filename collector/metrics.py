@@ -75,6 +75,11 @@ class Stats:
         self.spool_full = Gauge(
             "doxa_collector_spool_full", "1 while the spool is full (MQTT is not acked)", registry=r
         )
+        self.mqtt_subscribed = Gauge(
+            "doxa_collector_mqtt_subscribed",
+            "1 while the MQTT subscriptions are in place (the broker queues for this collector)",
+            registry=r,
+        )
         self.database_up = Gauge(
             "doxa_collector_database_up", "1 while the last database write worked", registry=r
         )

@@ -161,11 +161,13 @@ class MqttIntake:
             log.error("MQTT broker refused subscriptions: %s", ", ".join(refused))
         else:
             self.connected.set()
+            self.stats.mqtt_subscribed.set(1)
 
     def _on_disconnect(
         self, _client: paho.Client, _userdata: Any, _flags: Any, reason_code: Any, _props: Any
     ) -> None:
         self.connected.clear()
+        self.stats.mqtt_subscribed.set(0)
         self._generation += 1  # acks of this connection's messages must not reach the next one
         self.stats.add(mqtt_disconnects=1)
         if self._accepting:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from doxa.errors import BadInput
 from doxa.settings import Settings
 
 
@@ -17,6 +18,22 @@ class App:
     @property
     def home(self) -> Path:
         return Path(self.settings.home)
+
+    def model_catalog(self):  # -> protocols.modbus.ModelCatalog
+        """The built-in meter models plus those of the DOXA_MODBUS_MODELS file (``generic``)."""
+        from protocols.modbus import ModelCatalog, ModelConfigError
+
+        path = self.settings.modbus_models
+        if not path:
+            return ModelCatalog()
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"DOXA_MODBUS_MODELS: cannot read {path}: {exc}") from exc
+        try:
+            return ModelCatalog.from_toml(text)
+        except ModelConfigError as exc:
+            raise BadInput(f"DOXA_MODBUS_MODELS: {path}: {exc}") from exc
 
     def embedded_postgres(self):  # -> EmbeddedPostgres; imported lazily to keep --help fast
         from doxa.services.postgres import EmbeddedPostgres

@@ -38,9 +38,20 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register_commands() -> None:
-    from doxa.commands import bills, collect, db, export, meters, services, simulate, users, web
+    from doxa.commands import (
+        bills,
+        collect,
+        db,
+        demo,
+        export,
+        meters,
+        services,
+        simulate,
+        users,
+        web,
+    )
 
-    for module in (db, meters, services, export, users, bills, web, collect, simulate):
+    for module in (db, meters, services, collect, simulate, bills, export, users, web, demo):
         cli.add_command(module.command)
 
 

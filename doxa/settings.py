@@ -122,6 +122,13 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_float,
     ),
     Setting(
+        "DOXA_MQTT_INTERVAL",
+        "300",
+        "seconds between readings of an MQTT meter, as the engineers' page expects them (a meter "
+        "is stale after two intervals; Tasmota's default TelePeriod is 300)",
+        _positive_float,
+    ),
+    Setting(
         "DOXA_SPOOL_MAX_MB",
         "512",
         "bound of the collector's local spool used while the database is unreachable",

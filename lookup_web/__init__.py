@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask
 
-from lookup_web import auth, db, errors, health, i18n, security
+from lookup_web import api, auth, customers, db, errors, health, i18n, ops, security, staff
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -38,23 +38,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     security.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
-    app.register_blueprint(health.bp)
-    for blueprint in _audience_blueprints():
+    for blueprint in (health.bp, customers.bp, staff.bp, ops.bp, api.bp):
         app.register_blueprint(blueprint)
     return app
-
-
-def _audience_blueprints() -> list[Any]:
-    """One blueprint per audience; each module exposes ``bp``."""
-    import importlib
-
-    found = []
-    for name in ("customers", "staff", "ops", "api"):
-        try:
-            module = importlib.import_module(f"lookup_web.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"lookup_web.{name}":
-                raise
-            continue
-        found.append(module.bp)
-    return found

@@ -108,6 +108,21 @@ def add_user(
     return user
 
 
+def set_password_or_add(
+    conn: psycopg.Connection, username: str, password: str, roles: Iterable[str]
+) -> StaffUser:
+    """Give an existing user this password, these roles and an active account, or create it
+    (``doxa demo`` prints fresh sign-ins on every run)."""
+    name, wanted = check_new_user(username, password, roles)
+    row = conn.execute(
+        "UPDATE staff_users SET password_hash = %s, role = %s, extra_roles = %s, active = true"
+        f" WHERE username = %s RETURNING {_USER_COLUMNS}",
+        (_hasher.hash(password), wanted[0], wanted[1:], name),
+    ).fetchone()
+    user = _user(row)
+    return user if user is not None else add_user(conn, name, password, wanted)
+
+
 def get_user(conn: psycopg.Connection, user_id: int) -> StaffUser | None:
     """The active user with this id, or None."""
     row = conn.execute(

@@ -225,6 +225,10 @@ class MeterLoad:
             "frequency_hz": grid_frequency_hz(ts),
         }
         if len(p.phase_shares) == 3:
+            # Phase 1's power is the meter's power_w (contract §5, register 0x000C); the total is
+            # served at 0x0034.
+            out["power_w"] = power * p.phase_shares[0]
+            out["power_total_w"] = power
             for k in (1, 2, 3):
                 phase_v = voltage if k == 1 else p.voltage_v(ts, k - 1)
                 phase_p = power * p.phase_shares[k - 1]

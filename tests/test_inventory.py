@@ -181,3 +181,19 @@ def test_unreadable_and_non_utf8_files(doxa, db_url: str, tmp_path: Path) -> Non
     result = doxa("meters", "import", latin, env=env)
     assert result.code == 2
     assert "line 3 is not UTF-8" in result.err
+
+
+def test_import_from_stdin(db_url: str, db: psycopg.Connection) -> None:
+    import subprocess
+    import sys
+
+    doxa_bin = Path(sys.executable).with_name("doxa")
+    text = "\n".join([HEADER, *GOOD]) + "\n"
+    result = subprocess.run(
+        [doxa_bin, "meters", "import", "-"],
+        input=text.encode(),
+        env={"DOXA_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert counts(db) == (3, 3)

@@ -120,9 +120,9 @@ def test_eastron_maps_follow_the_contract_addresses() -> None:
         assert {q.data_type for q in get_model(name).quantities} == {DataType.FLOAT32}
     sdm120 = {q.field: q.address for q in get_model("sdm120").quantities}
     assert sdm120["power_w"] == 0x000C
-    # SDM630: the total system power (the energy registers are totals); phase 1's is an extra.
+    # SDM630: phase 1's power is power_w (contract §5); the system total is an extra.
     sdm630 = {q.name: q.address for q in get_model("sdm630").quantities}
-    assert sdm630["power_w"] == 0x0034 and sdm630["power_l1"] == 0x000C
+    assert sdm630["power_w"] == 0x000C and sdm630["power_total_w"] == 0x0034
 
 
 def test_eastron_plans_respect_the_60_register_limit() -> None:

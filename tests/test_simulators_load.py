@@ -78,7 +78,8 @@ def test_instantaneous_values_are_consistent() -> None:
         assert v[f"current_l{k}"] == pytest.approx(
             v[f"power_l{k}"] / (v[f"voltage_l{k}"] * load.profile.power_factor)
         )
-    assert v["power_l1"] + v["power_l2"] + v["power_l3"] == pytest.approx(v["power_w"])
+    assert v["power_l1"] + v["power_l2"] + v["power_l3"] == pytest.approx(v["power_total_w"])
+    assert v["power_w"] == v["power_l1"]
     assert v["voltage_v"] == v["voltage_l1"] and v["current_a"] == v["current_l1"]
 
 

@@ -6,13 +6,11 @@ import logging
 import re
 import socket
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
 import click
 
 from doxa.app import App
 from doxa.errors import BadInput, Failure
-from protocols.modbus import ModelCatalog, ModelConfigError
 
 COLLECTOR_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -22,21 +20,6 @@ def _version() -> str:
         return version("doxa")
     except PackageNotFoundError:
         return "unknown"
-
-
-def _catalog(app: App) -> ModelCatalog:
-    """The built-in meter models plus those of the DOXA_MODBUS_MODELS file (e.g. `generic`)."""
-    path = app.settings.modbus_models
-    if not path:
-        return ModelCatalog()
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"DOXA_MODBUS_MODELS: cannot read {path}: {exc}") from exc
-    try:
-        return ModelCatalog.from_toml(text)
-    except ModelConfigError as exc:
-        raise BadInput(f"DOXA_MODBUS_MODELS: {path}: {exc}") from exc
 
 
 def _configure_logging() -> None:
@@ -91,7 +74,7 @@ def command(
         parse_broker_url(settings.mqtt_url)
     except MqttConfigError as exc:
         raise BadInput(f"DOXA_MQTT_URL: {exc}") from exc
-    catalog = _catalog(app)
+    catalog = app.model_catalog()
     _configure_logging()
     config = CollectorConfig(
         collector_id=collector_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -24,7 +25,7 @@ def command() -> None:
 def import_command(app: App, file: Path) -> None:
     """Import customers and meters from an inventory CSV (all or nothing; re-import updates)."""
     try:
-        raw = click.get_binary_stream("stdin").read() if str(file) == "-" else file.read_bytes()
+        raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
     except OSError as exc:
         raise BadInput(f"cannot read {file}: {exc.strerror}") from exc
     try:

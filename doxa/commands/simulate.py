@@ -17,7 +17,6 @@ import click
 
 from doxa.app import App
 from doxa.errors import BadInput
-from protocols.modbus import ModelCatalog, ModelConfigError
 from simulators.clock import SimClock
 
 _PATH = click.Path(dir_okay=False, path_type=Path, allow_dash=True)
@@ -26,20 +25,6 @@ _PATH = click.Path(dir_okay=False, path_type=Path, allow_dash=True)
 @click.group("simulate")
 def command() -> None:
     """Simulated meters (Modbus gateways, MQTT publishers) with faults on demand."""
-
-
-def _catalog(app: App) -> ModelCatalog:
-    path = app.settings.modbus_models
-    if path is None:
-        return ModelCatalog()
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"DOXA_MODBUS_MODELS: cannot read {path}: {exc}") from exc
-    try:
-        return ModelCatalog.from_toml(text)
-    except ModelConfigError as exc:
-        raise BadInput(f"DOXA_MODBUS_MODELS: {path}: {exc}") from exc
 
 
 def _clock(start: str | None, speed: float) -> SimClock:
@@ -141,7 +126,7 @@ def modbus_command(
     from simulators.faults import apply_modbus_fault
     from simulators.modbus import ModbusFleet
 
-    catalog = _catalog(app)
+    catalog = app.model_catalog()
     names = [m.strip().lower() for m in models.split(",") if m.strip()]
     unknown = [n for n in names if n not in catalog.names]
     if unknown or not names:

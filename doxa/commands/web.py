@@ -29,6 +29,8 @@ def site_config(app: App, *, secret_key: str | None = None) -> dict[str, object]
         "RATELIMIT_STORAGE_URI": settings.ratelimit_storage,
         "DB_POOL_MIN": min(2, threads),
         "DB_POOL_MAX": threads,
+        "OPS_POLL_INTERVAL": settings.poll_interval,
+        "OPS_MQTT_INTERVAL": settings.mqtt_interval,
     }
 
 

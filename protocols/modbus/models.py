@@ -35,8 +35,8 @@ BUILTIN_MAPS: dict[str, dict[str, Any]] = {
     "sdm630": {
         **_EASTRON,
         "description": (
-            "Eastron SDM630 three-phase meter: voltage and current of phase 1 (contract §5), "
-            "total system power, per-phase values as extras"
+            "Eastron SDM630 three-phase meter: phase 1 voltage, current and power (contract §5); "
+            "the other phases and the total system power as extras"
         ),
         "quantities": {
             "voltage_v": {"address": 0x0000, "unit": "V"},
@@ -45,11 +45,12 @@ BUILTIN_MAPS: dict[str, dict[str, Any]] = {
             "current_a": {"address": 0x0006, "unit": "A"},
             "current_l2": {"address": 0x0008, "unit": "A"},
             "current_l3": {"address": 0x000A, "unit": "A"},
-            "power_l1": {"address": 0x000C, "unit": "W"},
+            # Contract §5 fixes the stored power at 0x000C (phase 1) for both Eastron models; the
+            # three-phase total (0x0034) is decoded as an extra beside the other phases.
+            "power_w": {"address": 0x000C, "unit": "W"},
             "power_l2": {"address": 0x000E, "unit": "W"},
             "power_l3": {"address": 0x0010, "unit": "W"},
-            # The energy registers are three-phase totals, so the stored power is the total too.
-            "power_w": {"address": 0x0034, "unit": "W"},
+            "power_total_w": {"address": 0x0034, "unit": "W"},
             "frequency_hz": {"address": 0x0046, "unit": "Hz"},
             "energy_import_kwh": {"address": 0x0048, "unit": "kWh"},
             "energy_export_kwh": {"address": 0x004A, "unit": "kWh"},

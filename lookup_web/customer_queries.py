@@ -10,7 +10,7 @@ rather than by scanning every reading of the month.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -232,20 +232,6 @@ def readings_page(
     if after is not None:
         rows.reverse()
     return [Reading(*r) for r in rows], more
-
-
-def readings_between(
-    conn: psycopg.Connection, meter_id: int, start: datetime, end: datetime
-) -> Iterator[Reading]:
-    """Every reading in [start, end), oldest first, streamed from the server in batches."""
-    cursor = conn.cursor()
-    for row in cursor.stream(
-        f"SELECT {_READING_COLUMNS} FROM readings WHERE meter_id = %s AND ts >= %s AND ts < %s"
-        " ORDER BY ts",
-        (meter_id, start, end),
-        size=2000,
-    ):
-        yield Reading(*row)
 
 
 @dataclass(frozen=True)

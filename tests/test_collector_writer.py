@@ -170,3 +170,26 @@ def test_an_unreachable_database_raises_database_unavailable() -> None:
     writer = Writer(f"postgresql://doxa@127.0.0.1:{free_port()}/doxa", "c1", connect_timeout=1)
     with pytest.raises(DatabaseUnavailable):
         writer.write([modbus(reading("A1", 0, 1.0))])
+
+
+def test_meter_status_is_upserted_at_most_once_an_interval_and_on_close(
+    db_url: str, db: psycopg.Connection
+) -> None:
+    import_mqtt_meters(db_url, ["A1", "B2"])
+    writer = Writer(db_url, "c1", status_interval=3600)
+
+    def status() -> dict[str, datetime]:
+        return dict(
+            db.execute(
+                "SELECT m.serial, s.last_reading_ts FROM meter_status s"
+                " JOIN meters m ON m.id = s.meter_id"
+            ).fetchall()
+        )
+
+    writer.write([mqtt(reading("A1", 0, 10.0))])  # the first batch always carries it
+    assert status() == {"A1": T0}
+    writer.write([mqtt(reading("A1", 15, 10.5)), modbus(reading("B2", 5, 20.1))])
+    assert status() == {"A1": T0}  # within the interval: the readings are in, the status waits
+    assert count(db, "SELECT count(*) FROM readings") == 3
+    writer.close()  # a stopping collector writes what is left
+    assert status() == {"A1": T0 + timedelta(minutes=15), "B2": T0 + timedelta(minutes=5)}

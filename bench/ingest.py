@@ -344,7 +344,7 @@ def _publisher(url: str, n: int, meters: int, ready: Any, go: Any, result: Any) 
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from collector.mqtt import parse_broker_url
+    from protocols.broker_url import parse_broker_url
 
     address = parse_broker_url(url)
     messages = _payloads(n, meters)
@@ -373,7 +373,7 @@ def _bare_subscriber(url: str, n: int, ready: Any, result: Any) -> None:
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from collector.mqtt import parse_broker_url
+    from protocols.broker_url import parse_broker_url
 
     address = parse_broker_url(url)
     received = 0
@@ -504,7 +504,7 @@ def _forget_session(url: str, client_id: str) -> None:
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from collector.mqtt import parse_broker_url
+    from protocols.broker_url import parse_broker_url
 
     address = parse_broker_url(url)
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)

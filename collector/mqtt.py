@@ -21,9 +21,7 @@ import ssl
 import struct
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -31,14 +29,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from collector.metrics import Stats
 from collector.pipeline import Pipeline
 from collector.topics import TopicRouter
+from protocols.broker_url import parse_broker_url
 
 log = logging.getLogger(__name__)
 
 _PUBACK = struct.Struct("!BBH")  # MQTT 3.1.1 PUBACK: type 4, remaining length 2, packet id
-
-
-class MqttConfigError(ValueError):
-    """The broker URL cannot be used."""
 
 
 class _ChunkedReadClient(paho.Client):
@@ -98,34 +93,6 @@ Client: type[paho.Client] = (
     if all(callable(getattr(paho.Client, name, None)) for name in ("_sock_recv", "_sock_close"))
     else paho.Client
 )
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-    username: str | None
-    password: str | None
-
-
-def parse_broker_url(url: str) -> BrokerAddress:
-    """``mqtt://[user:password@]host[:port]`` or ``mqtts://…`` (TLS, default port 8883)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise MqttConfigError(f"MQTT URL must look like mqtt://host:port, not {url!r}")
-    tls = parts.scheme == "mqtts"
-    try:
-        port = parts.port or (8883 if tls else 1883)
-    except ValueError as exc:
-        raise MqttConfigError(f"bad port in MQTT URL {url!r}") from exc
-    return BrokerAddress(
-        parts.hostname,
-        port,
-        tls,
-        unquote(parts.username) if parts.username else None,
-        unquote(parts.password) if parts.password else None,
-    )
 
 
 class MqttIntake:

@@ -29,11 +29,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 
+from protocols.broker_url import BrokerAddress, parse_broker_url
 from protocols.errors import PayloadError
 from protocols.payloads import encode_native, encode_tasmota, parse_payload
 from protocols.reading import Reading
@@ -76,33 +76,6 @@ class Published:
     @property
     def rejected(self) -> bool:
         return self.reason is not None or not self.known
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"broker URL {url!r} is not mqtt://host:port or mqtts://host:port")
-        tls = parts.scheme == "mqtts"
-        try:
-            port = parts.port or (8883 if tls else 1883)
-        except ValueError:
-            raise ValueError(f"broker URL {url!r} has a bad port") from None
-        return cls(
-            parts.hostname,
-            port,
-            tls,
-            unquote(parts.username) if parts.username else None,
-            unquote(parts.password) if parts.password else None,
-        )
 
 
 class _Connection:
@@ -211,7 +184,7 @@ class MqttFleet:
             raise ValueError(f"unknown payload format(s) {unknown} (native, tasmota)")
         if not interval > 0:
             raise ValueError("the interval must be positive")
-        self.broker = BrokerAddress.parse(url)
+        self.broker = parse_broker_url(url)
         self.seed = seed
         self.interval = interval
         self.clock = clock or SimClock()

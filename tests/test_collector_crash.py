@@ -22,7 +22,7 @@ from test_collector_support import (
     wait_for,
 )
 
-from collector.mqtt import parse_broker_url
+from protocols.broker_url import parse_broker_url
 from simulators.mqtt import MqttFleet
 
 pytestmark = [pytest.mark.db, pytest.mark.mqtt, pytest.mark.slow]

@@ -10,7 +10,8 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from collector.mqtt import Client, _ChunkedReadClient, parse_broker_url
+from collector.mqtt import Client, _ChunkedReadClient
+from protocols.broker_url import parse_broker_url
 
 pytestmark = pytest.mark.mqtt
 

@@ -14,11 +14,12 @@ from zoneinfo import ZoneInfo
 import paho.mqtt.client as mqtt
 import pytest
 
+from protocols.broker_url import parse_broker_url
 from protocols.errors import PayloadError
 from protocols.payloads import parse_payload
 from protocols.reading import Reading
 from simulators.clock import SimClock
-from simulators.mqtt import MALFORMED_KINDS, BrokerAddress, MqttFleet
+from simulators.mqtt import MALFORMED_KINDS, MqttFleet
 
 pytestmark = pytest.mark.mqtt
 
@@ -31,7 +32,7 @@ class Subscriber:
     """A bare paho QoS 1 subscriber collecting (topic, payload) in arrival order."""
 
     def __init__(self, url: str) -> None:
-        broker = BrokerAddress.parse(url)
+        broker = parse_broker_url(url)
         self.messages: list[tuple[str, bytes]] = []
         self.qos: set[int] = set()
         self.lock = threading.Lock()
@@ -181,5 +182,5 @@ def test_unreachable_broker_is_one_clear_error() -> None:
     fleet = MqttFleet(f"mqtt://127.0.0.1:{free_port()}", meters=1)
     with pytest.raises(ConnectionError, match=r"cannot reach the MQTT broker at 127\.0\.0\.1"):
         fleet.connect(timeout=2)
-    with pytest.raises(ValueError, match="is not mqtt://host:port"):
+    with pytest.raises(ValueError, match="MQTT URL must look like mqtt://host:port"):
         MqttFleet("http://example", meters=1)

@@ -60,7 +60,7 @@ def command(
     written in batches; while the database is unreachable they go to a spool under DOXA_HOME.
     """
     from collector import CollectorConfig, CollectorError, run
-    from collector.mqtt import MqttConfigError, parse_broker_url
+    from protocols.broker_url import BrokerUrlError, parse_broker_url
 
     settings = app.settings
     collector_id = collector_id or socket.gethostname()
@@ -72,7 +72,7 @@ def command(
         raise BadInput(f"--interval must be a positive number of seconds, not {interval}")
     try:
         parse_broker_url(settings.mqtt_url)
-    except MqttConfigError as exc:
+    except BrokerUrlError as exc:
         raise BadInput(f"DOXA_MQTT_URL: {exc}") from exc
     catalog = app.model_catalog()
     _configure_logging()

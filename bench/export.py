@@ -358,8 +358,8 @@ def run(quick: bool = False, meters: int | None = None, days: int | None = None)
         [
             "## Export (staff CSV over HTTP)",
             "",
-            f"{datetime.now(ZoneInfo(TZ)):%Y-%m-%d}, {_machine()}, shared with other work while "
-            f"it ran. `python -m bench.export{' --quick' if quick else ''}`: {meters:,} meters, a "
+            f"{datetime.now(ZoneInfo(TZ)):%Y-%m-%d}, {_machine()}. "
+            f"`python -m bench.export{' --quick' if quick else ''}`: {meters:,} meters, a "
             f"reading every 30 minutes for {days} days ({total:,} rows, loaded in {load_s:.0f} s, "
             "not measured); each path in a process of its own.",
             "",

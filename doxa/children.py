@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from doxa.errors import Failure
@@ -74,7 +74,9 @@ class Child:
             self.proc.wait()
 
 
-def wait_until(predicate, what: str, timeout: float, children: Sequence[Child] = ()) -> None:  # type: ignore[no-untyped-def]
+def wait_until(
+    predicate: Callable[[], bool], what: str, timeout: float, children: Sequence[Child] = ()
+) -> None:
     """Poll ``predicate`` until true; fail early with the reason if a child died meanwhile."""
     deadline = time.monotonic() + timeout
     while not predicate():

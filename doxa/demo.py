@@ -16,10 +16,11 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import click
@@ -35,6 +36,10 @@ from schema.billing.run import run_bills
 from schema.inventory import import_inventory, known_tariff_groups, parse_inventory
 from schema.migrate import migrate
 from schema.users import ROLES, set_password_or_add
+
+if TYPE_CHECKING:  # the simulators are imported only when the demo runs
+    from simulators.modbus import ModbusFleet
+    from simulators.mqtt import MqttFleet
 
 COLLECTOR_ID = "demo"
 
@@ -123,19 +128,18 @@ class Demo:
         for fault in plan.faults:
             args += ["--fault", fault]
         child = self.spawn("simulate-modbus", args, env)
-        wait_until(lambda: inventory.exists() and inventory.stat().st_size > 0,
-                   "the Modbus simulator", 30, [child])  # fmt: skip
-        time.sleep(0.2)  # the file is written in one call; let it be closed
+        # (The simulator writes the file under another name and renames it: it is whole.)
+        wait_until(inventory.exists, "the Modbus simulator", 30, [child])
         return inventory
 
-    def mqtt_fleet(self):  # type: ignore[no-untyped-def]  # -> simulators.mqtt.MqttFleet
+    def mqtt_fleet(self) -> MqttFleet:
         from simulators.mqtt import MqttFleet
 
         return MqttFleet(self.broker.url, self.plan.mqtt_meters, seed=self.plan.mqtt_seed,
                          formats=("native", "tasmota"), interval=self.plan.mqtt_interval,
                          tz=self.timezone)  # fmt: skip
 
-    def modbus_fleet(self):  # type: ignore[no-untyped-def]  # -> simulators.modbus.ModbusFleet
+    def modbus_fleet(self) -> ModbusFleet:
         from simulators.modbus import ModbusFleet
 
         plan = self.plan
@@ -243,7 +247,7 @@ def _http_ok(url: str) -> bool:
 
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
+            return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
 
@@ -273,7 +277,7 @@ def _stop_signals() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def run_demo(demo: Demo, echo=click.echo) -> None:  # type: ignore[no-untyped-def]
+def run_demo(demo: Demo, echo: Callable[[str], None] = click.echo) -> None:
     """Start everything, print how to use it, run until Ctrl-C, stop everything."""
     started = time.monotonic()
     demo.demo_dir.mkdir(parents=True, exist_ok=True)
@@ -310,7 +314,16 @@ def run_demo(demo: Demo, echo=click.echo) -> None:  # type: ignore[no-untyped-de
             echo("stopped")
 
 
-def _banner(echo, site, db_url, samples, users, metrics_port, log_dir, took) -> None:  # type: ignore[no-untyped-def]
+def _banner(
+    echo: Callable[[str], None],
+    site: str,
+    db_url: str,
+    samples: list[tuple[str, str, str]],
+    users: list[tuple[str, str, str]],
+    metrics_port: int,
+    log_dir: Path,
+    took: float,
+) -> None:
     lines = [
         "",
         f"Doxa demo is running (ready in {took:.0f} s).",

@@ -48,7 +48,10 @@ def _write_inventory(path: Path | None, text: str) -> None:
         click.echo(text, nl=False)
         return
     try:
-        path.write_text(text, encoding="utf-8")
+        # Written under another name, then renamed: a reader never sees half a file.
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)
     except OSError as exc:
         raise BadInput(f"cannot write {path}: {exc.strerror}") from exc
     click.echo(f"inventory written to {path}", err=True)

@@ -280,13 +280,12 @@ def _stop_signals() -> Iterator[threading.Event]:
 def run_demo(demo: Demo, echo: Callable[[str], None] = click.echo) -> None:
     """Start everything, print how to use it, run until Ctrl-C, stop everything."""
     started = time.monotonic()
-    demo.demo_dir.mkdir(parents=True, exist_ok=True)
-    demo.log_dir.mkdir(exist_ok=True)
     with _stop_signals() as stop:
         try:
             if demo.fresh:
                 echo("starting fresh: removing the previous demo's data")
                 demo.wipe()
+            demo.log_dir.mkdir(parents=True, exist_ok=True)
             echo("starting the embedded TimescaleDB and Mosquitto …")
             url = demo.start_services()
             env = demo.env(url)

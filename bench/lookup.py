@@ -4,9 +4,9 @@ Loads a fleet (default 10,000 meters × 90 days of 30-minute readings ≈ 43 M r
 private TimescaleDB cluster with ``INSERT … SELECT`` over ``generate_series`` (the rows are made
 by the server, a week at a time, so nothing crosses the wire), then:
 
-* **raw** — the queries the meter page runs (customer, meter, the customer's meters, latest
-  reading, day buckets, period boundaries, tariff), prepared, from psycopg directly, timing only
-  the database round trips;
+* **raw** — the queries the meter page runs (the customer with their meters, latest reading,
+  the indices at the day and billing-period boundaries, tariff), prepared, from psycopg
+  directly, timing only the database round trips;
 * **HTTP** — ``doxa web`` (waitress, DOXA_WEB_THREADS threads) serving ``GET /meters/<serial>``
   over loopback to signed-in clients, each request for a random one of 2,000 customers;
 
@@ -24,6 +24,7 @@ import http.client
 import os
 import platform
 import random
+import secrets
 import shutil
 import signal
 import statistics
@@ -187,10 +188,9 @@ def page_queries(conn: TimedConnection, customer_id: int, serial: str, now: date
     from lookup_web import customer_queries as q
     from lookup_web.customer_dashboard import build
 
-    meter = q.meter_of(conn, customer_id, serial)  # type: ignore[arg-type]
-    customer = q.customer(conn, customer_id)  # type: ignore[arg-type]
-    assert meter is not None and customer is not None
-    q.meters(conn, customer_id)  # type: ignore[arg-type]
+    customer, meters = q.customer_and_meters(conn, customer_id)  # type: ignore[arg-type]
+    meter = next(m for m in meters if m.serial == serial)
+    assert customer is not None
     build(conn, customer, meter, now=now, zone=ZONE, days=30)  # type: ignore[arg-type]
 
 
@@ -227,7 +227,9 @@ def raw_run(url: str, sample: list[tuple[int, str]], clients: int, seconds: floa
 
 
 def session_cookies(sample: list[tuple[int, str]]) -> list[tuple[str, str]]:
-    """(serial, signed session cookie) as the lookup form would have set them."""
+    """(serial, signed session cookie) as the lookup form would have set them: the customer,
+    the meter, the time and the CSRF secret of the sign-out form (so, as for a browser, a page
+    does not have to send a new cookie)."""
     from flask import Flask
 
     app = Flask("bench")
@@ -236,7 +238,17 @@ def session_cookies(sample: list[tuple[int, str]]) -> list[tuple[str, str]]:
     assert serializer is not None
     now = int(time.time())
     return [
-        (serial, serializer.dumps({"customer_id": cid, "meter_serial": serial, "customer_at": now}))
+        (
+            serial,
+            serializer.dumps(
+                {
+                    "customer_id": cid,
+                    "meter_serial": serial,
+                    "customer_at": now,
+                    "csrf_token": secrets.token_hex(20),  # the sign-out form's secret
+                }
+            ),
+        )
         for cid, serial in sample
     ]
 

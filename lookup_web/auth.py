@@ -154,5 +154,10 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("REMEMBER_COOKIE_SECURE", True)
     app.config.setdefault("REMEMBER_COOKIE_SAMESITE", "Lax")
     app.session_interface = _SessionInterface()
-    login_manager.init_app(app)
+    # Templates get ``current_user`` as the lazy proxy, loaded only by the pages that show it
+    # (the staff's). Flask-Login's context processor would load it for every page rendered,
+    # running the "strong" session protection, which rewrites a customer's session (it holds no
+    # staff user): every customer page would send a new session cookie.
+    login_manager.init_app(app, add_context_processor=False)
+    app.jinja_env.globals["current_user"] = current_user
     app.jinja_env.globals["can"] = _can

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from markupsafe import Markup, escape
 
@@ -21,8 +21,7 @@ TOP = 12
 BOTTOM = 28  # room for the day/month labels
 
 
-@dataclass(frozen=True)
-class Bar:
+class Bar(NamedTuple):
     label: str  # shown under the bar (some are skipped when crowded)
     tooltip: str  # full text: date, value, "estimated"
     value: float | None  # None: no data, nothing drawn
@@ -81,23 +80,31 @@ def bar_chart(
             f"{escape(axis_format(step * k))}</text>"
         )
     width = max(1.0, slot - gap)
+    # What is the same for every bar is written once (a 90-day chart has 90 bars).
+    bottom = TOP + plot_h
     hatch = f' fill="url(#{cid}-hatch)"'
+    openings = {
+        (estimated, partial): '<rect class="bar'
+        + (" estimated" if estimated else "")
+        + (" partial" if partial else "")
+        + '"'
+        + (hatch if estimated else "")
+        for estimated in (False, True)
+        for partial in (False, True)
+    }
+    size = f'" width="{width:.1f}" height="'
+    label_y = f'" y="{HEIGHT - 8}" text-anchor="middle">'
     for i, bar in enumerate(bars):
         x = LEFT + slot * i + gap / 2
         if bar.value is not None:
             h = max(plot_h * bar.value / top, 0.5)
-            classes = "bar estimated" if bar.estimated else "bar"
-            if bar.partial:
-                classes += " partial"
             parts.append(
-                f'<rect class="{classes}"{hatch if bar.estimated else ""} x="{x:.1f}"'
-                f' y="{TOP + plot_h - h:.1f}" width="{width:.1f}" height="{h:.1f}">'
-                f"<title>{escape(bar.tooltip)}</title></rect>"
+                f'{openings[bool(bar.estimated), bool(bar.partial)]} x="{x:.1f}"'
+                f' y="{bottom - h:.1f}{size}{h:.1f}"><title>{escape(bar.tooltip)}</title></rect>'
             )
         if i % label_every == 0:
             parts.append(
-                f'<text class="axis" x="{x + width / 2:.1f}" y="{HEIGHT - 8}" '
-                f'text-anchor="middle">{escape(bar.label)}</text>'
+                f'<text class="axis" x="{x + width / 2:.1f}{label_y}{escape(bar.label)}</text>'
             )
     parts.append("</svg>")
     return Markup("".join(parts))

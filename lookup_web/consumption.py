@@ -17,16 +17,19 @@ from __future__ import annotations
 
 from calendar import monthrange
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 MAX_GAP = timedelta(hours=2)
+ONE_DAY = timedelta(days=1)
+
+# The records below are NamedTuples: a meter page makes a few hundred of them, and a tuple is
+# made about twice as fast as a frozen dataclass.
 
 
-@dataclass(frozen=True)
-class Anchor:
+class Anchor(NamedTuple):
     """One reading: when, and the register (kWh, before the multiplier)."""
 
     ts: datetime
@@ -34,8 +37,7 @@ class Anchor:
     quality: str = "actual"
 
 
-@dataclass(frozen=True)
-class Index:
+class Index(NamedTuple):
     """The register at an instant; ``kwh`` is None when a side has no reading."""
 
     at: datetime
@@ -43,8 +45,7 @@ class Index:
     estimated: bool
 
 
-@dataclass(frozen=True)
-class Amount:
+class Amount(NamedTuple):
     """Consumption (kWh, multiplier applied) of a day or a billing period."""
 
     start: date
@@ -53,8 +54,7 @@ class Amount:
     partial: bool = False
 
 
-@dataclass(frozen=True)
-class Tier:
+class Tier(NamedTuple):
     number: int
     lower_kwh: int  # the first kWh of this tier is lower_kwh + 1
     upper_kwh: int | None  # None: unbounded
@@ -97,13 +97,25 @@ def daily(
     """Consumption of each of ``days`` from the index at each local midnight (those not yet
     reached may be missing). The day holding the latest reading runs up to it (partial)."""
     out = []
-    for day in days:
-        start = midnights.get(local_midnight(day, zone))
+    starts = [local_midnight(day, zone) for day in days]
+    # Which day holds the latest reading is decided in UTC: comparing datetimes of two
+    # different time zones looks both zones up, every time.
+    latest_utc = latest.ts.astimezone(UTC) if latest is not None else None
+    for k, day in enumerate(days):
+        start = midnights.get(starts[k])
         if start is None:
             out.append(Amount(day, None))
             continue
-        end_at = local_midnight(day + timedelta(days=1), zone)
-        if latest is not None and start.at <= latest.ts < end_at:
+        following = day + ONE_DAY
+        if k + 1 < len(days) and days[k + 1] == following:
+            end_at = starts[k + 1]  # consecutive days: the next day's start, already made
+        else:
+            end_at = local_midnight(following, zone)
+        if (
+            latest is not None
+            and latest_utc is not None
+            and start.at.astimezone(UTC) <= latest_utc < end_at.astimezone(UTC)
+        ):
             value = _difference(start, latest.kwh, multiplier)
             estimated = start.estimated or latest.quality != "actual"
             out.append(Amount(day, value, estimated and value is not None, partial=True))

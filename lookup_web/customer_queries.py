@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -83,23 +83,22 @@ def customer(conn: psycopg.Connection, customer_id: int) -> Customer | None:
     return Customer(*row) if row else None
 
 
-def meters(conn: psycopg.Connection, customer_id: int) -> list[Meter]:
+def customer_and_meters(
+    conn: psycopg.Connection, customer_id: int
+) -> tuple[Customer | None, list[Meter]]:
+    """The customer and all their meters (by serial) in one round trip: what every meter page
+    needs to check that the meter is theirs and to list the others."""
     rows = conn.execute(
-        "SELECT id, serial, multiplier, active FROM meters WHERE customer_id = %s ORDER BY serial",
+        "SELECT c.id, c.code, c.name, c.address, c.tariff_group, c.reading_day,"
+        " m.id, m.serial, m.multiplier::float8, m.active"
+        " FROM customers c LEFT JOIN meters m ON m.customer_id = c.id"
+        " WHERE c.id = %s ORDER BY m.serial",
         (customer_id,),
         prepare=True,
     ).fetchall()
-    return [Meter(r[0], r[1], float(r[2]), r[3]) for r in rows]
-
-
-def meter_of(conn: psycopg.Connection, customer_id: int, serial: str) -> Meter | None:
-    """The meter with this serial if, and only if, it belongs to this customer."""
-    row = _one(
-        conn,
-        "SELECT id, serial, multiplier, active FROM meters WHERE serial = %s AND customer_id = %s",
-        (serial, customer_id),
-    )
-    return Meter(row[0], row[1], float(row[2]), row[3]) if row else None
+    if not rows:
+        return None, []
+    return Customer(*rows[0][:6]), [Meter(*r[6:]) for r in rows if r[6] is not None]
 
 
 def latest_reading(conn: psycopg.Connection, meter_id: int, now: datetime) -> Reading | None:
@@ -130,28 +129,35 @@ def indices_at(
     near = _nearest(conn, meter_id, instants, NEAR_REACH)
     seen_data = False
     missing = []
-    for at in instants:
-        before, after = near[at]
+    for k, (before, after) in enumerate(near):
         seen_data = seen_data or before is not None or after is not None
         if seen_data and (before is None or after is None):
-            missing.append(at)
+            missing.append(k)
     if missing:
-        far = _nearest(conn, meter_id, missing, BOUNDARY_REACH)
-        for at in missing:
-            before, after = near[at]
-            near[at] = (before or far[at][0], after or far[at][1])
-    return [index_at(at, *near[at]) for at in instants]
+        far = _nearest(conn, meter_id, [instants[k] for k in missing], BOUNDARY_REACH)
+        for k, (far_before, far_after) in zip(missing, far, strict=True):
+            before, after = near[k]
+            near[k] = (before or far_before, after or far_after)
+    # The readings' times come back as naive UTC; so is each instant here, which makes the
+    # interpolation's comparisons and differences exact without a time zone look-up each.
+    out = []
+    for at, (before, after) in zip(instants, near, strict=True):
+        index = index_at(at.astimezone(UTC).replace(tzinfo=None), before, after)
+        out.append(Index(at, index.kwh, index.estimated))
+    return out
 
 
 def _nearest(
     conn: psycopg.Connection, meter_id: int, instants: Sequence[datetime], reach: timedelta
-) -> dict[datetime, tuple[Anchor | None, Anchor | None]]:
-    found: dict[datetime, tuple[Anchor | None, Anchor | None]] = {}
+) -> list[tuple[Anchor | None, Anchor | None]]:
+    """The readings at or before and at or after each instant within ``reach``, in the order of
+    ``instants``; their times in naive UTC."""
     if not instants:
-        return found
+        return []
     rows = conn.execute(
-        "SELECT b.at, lo.ts, lo.energy_import_kwh, lo.quality, hi.ts, hi.energy_import_kwh,"
-        " hi.quality FROM unnest(%(at)s::timestamptz[]) AS b(at)"
+        "SELECT lo.ts AT TIME ZONE 'UTC', lo.energy_import_kwh, lo.quality,"
+        " hi.ts AT TIME ZONE 'UTC', hi.energy_import_kwh, hi.quality"
+        " FROM unnest(%(at)b::timestamptz[]) WITH ORDINALITY AS b(at, k)"
         " LEFT JOIN LATERAL (SELECT ts, energy_import_kwh, quality FROM readings"
         "   WHERE meter_id = %(meter)s AND ts <= b.at AND ts > b.at - %(reach)s"
         "     AND ts >= %(low)s AND ts <= %(high)s"
@@ -159,7 +165,8 @@ def _nearest(
         " LEFT JOIN LATERAL (SELECT ts, energy_import_kwh, quality FROM readings"
         "   WHERE meter_id = %(meter)s AND ts >= b.at AND ts < b.at + %(reach)s"
         "     AND ts >= %(low)s AND ts <= %(high)s"
-        "   ORDER BY ts LIMIT 1) hi ON true",
+        "   ORDER BY ts LIMIT 1) hi ON true"
+        " ORDER BY b.k",
         {
             "at": list(instants),
             "meter": meter_id,
@@ -170,12 +177,13 @@ def _nearest(
         },
         prepare=True,
     ).fetchall()
-    for at, lo_ts, lo_kwh, lo_q, hi_ts, hi_kwh, hi_q in rows:
-        found[at] = (
+    return [
+        (
             Anchor(lo_ts, lo_kwh, lo_q) if lo_ts is not None else None,
             Anchor(hi_ts, hi_kwh, hi_q) if hi_ts is not None else None,
         )
-    return found
+        for lo_ts, lo_kwh, lo_q, hi_ts, hi_kwh, hi_q in rows
+    ]
 
 
 def tariff(

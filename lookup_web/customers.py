@@ -13,10 +13,9 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import wraps
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from flask import (
@@ -31,12 +30,13 @@ from flask import (
     stream_with_context,
     url_for,
 )
-from flask_babel import gettext as _
+from flask_wtf.csrf import generate_csrf
 
 from lookup_web import charts, db, formatting
 from lookup_web import customer_queries as q
 from lookup_web.consumption import Amount, period_name
 from lookup_web.customer_dashboard import build
+from lookup_web.i18n import gettext as _
 from lookup_web.security import limiter
 from schema import exports
 
@@ -152,6 +152,9 @@ def lookup() -> Any:
     session["customer_id"] = customer_id
     session["meter_serial"] = serial
     session["customer_at"] = int(time.time())
+    # A fresh CSRF secret for the signed-in session's forms (sign out), set now with the rest, so
+    # that the pages after this one leave the session cookie as it is.
+    generate_csrf()
     return redirect(url_for("customers.meter", serial=serial))
 
 
@@ -180,14 +183,17 @@ def customer_required(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-def _customer_and_meter(conn: Any, customer_id: int, serial: str) -> tuple[Any, Any]:
+def _customer_and_meter(
+    conn: Any, customer_id: int, serial: str
+) -> tuple[q.Customer, q.Meter, list[q.Meter]]:
+    """The customer, the meter of theirs with this serial (else 404) and all their meters."""
     if not SERIAL_RE.fullmatch(serial):
         abort(404)
-    meter = q.meter_of(conn, customer_id, serial)
-    customer = q.customer(conn, customer_id)
+    customer, meters = q.customer_and_meters(conn, customer_id)
+    meter = next((m for m in meters if m.serial == serial), None)
     if meter is None or customer is None:
         abort(404)
-    return customer, meter
+    return customer, meter, meters
 
 
 # ---- the customer's pages ----------------------------------------------------------------------
@@ -207,8 +213,7 @@ def meter(customer_id: int, serial: str) -> str:
     zone = _zone()
     now = _now()
     with db.connection() as conn:
-        customer, m = _customer_and_meter(conn, customer_id, serial)
-        all_meters = q.meters(conn, customer_id)
+        customer, m, all_meters = _customer_and_meter(conn, customer_id, serial)
         board = build(conn, customer, m, now=now, zone=zone, days=days)
     today = now.astimezone(zone).date()
     fmt = formatting.formatter()
@@ -249,8 +254,7 @@ def meter(customer_id: int, serial: str) -> str:
     )
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
     """One day or billing month, formatted once for both its chart bar and its table row."""
 
     label: str  # 20/06/2025 or 07/2025
@@ -300,7 +304,7 @@ def _parse_ts(name: str) -> datetime | None:
 def readings(customer_id: int, serial: str) -> str:
     before, after = _parse_ts("before"), _parse_ts("after")
     with db.connection() as conn:
-        customer, m = _customer_and_meter(conn, customer_id, serial)
+        customer, m, _meters = _customer_and_meter(conn, customer_id, serial)
         rows, more = q.readings_page(
             conn, m.id, before=before, after=after, now=_now(), size=PAGE_SIZE
         )
@@ -347,7 +351,7 @@ def readings_csv(customer_id: int, serial: str) -> Response:
     if first > last or (last - first).days >= CSV_MAX_DAYS:
         abort(400)
     with db.connection() as conn:
-        _customer, m = _customer_and_meter(conn, customer_id, serial)
+        _customer, m, _meters = _customer_and_meter(conn, customer_id, serial)
     # The same export as the staff's and `doxa export readings`, limited to this meter.
     spec = exports.readings(first, last, zone.key, exports.Selection(meters=(m.serial,)))
 
@@ -367,11 +371,10 @@ def readings_csv(customer_id: int, serial: str) -> Response:
 @customer_required
 def bills(customer_id: int) -> str:
     with db.connection() as conn:
-        customer = q.customer(conn, customer_id)
+        customer, all_meters = q.customer_and_meters(conn, customer_id)
         if customer is None:
             abort(404)
         rows = q.bills(conn, customer_id)
-        all_meters = q.meters(conn, customer_id)
     chosen = [m for m in all_meters if m.serial == session.get("meter_serial")] or all_meters
     return render_template(
         "customer/bills.html", customer=customer, bills=rows, meter=chosen[0] if chosen else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,7 +20,7 @@ def init_app(app: Flask) -> None:
         max_size=app.config["DB_POOL_MAX"],
         open=False,
         timeout=app.config.get("DB_POOL_TIMEOUT", 5),
-        check=ConnectionPool.check_connection,
+        check=check_idle_connection,
         kwargs={"autocommit": True, "prepare_threshold": 0},
         name="doxa-web",
     )
@@ -27,6 +28,26 @@ def init_app(app: Flask) -> None:
     # database is still down.
     pool.open(wait=False)
     app.extensions[_EXTENSION] = pool
+
+
+def check_idle_connection(conn: psycopg.Connection) -> None:
+    """The pool's check on every checkout, without a round trip when nothing is wrong.
+
+    An idle connection has nothing to read; when the server has closed it (restart,
+    ``pg_terminate_backend``, idle timeout) its socket turns readable with the farewell message
+    or end of file. Only then is the connection tried with an empty query, which raises and makes
+    the pool replace it, so a request never gets a connection the server has already dropped.
+    (``ConnectionPool.check_connection`` alone would cost a round trip on every page.)"""
+    if conn.closed or _readable(conn.pgconn.socket):
+        ConnectionPool.check_connection(conn)
+
+
+def _readable(fd: int) -> bool:
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])  # Windows: no poll()
 
 
 def pool() -> ConnectionPool:

@@ -3,16 +3,18 @@
 Vietnamese writes ``1.234,56 kWh``, ``1.234.567 ₫`` and ``dd/mm/yyyy``; English ``1,234.56 kWh``,
 ``₫1,234,567`` and ``4 May 2025``. Times are shown in the site's time zone (``TIMEZONE``).
 
-A meter page formats a couple of hundred values, so each request gets one :class:`Formatter`
-bound to its locale, and numbers are formatted by Python with the locale's marks swapped in
-(Babel's convenience functions parse the pattern and look the locale up again on every call,
-some 50 times slower).
+A meter page formats a couple of hundred values, so each language has one :class:`Formatter`
+(made once per process: it holds nothing but the locale's marks), and numbers are formatted by
+Python with the locale's marks swapped in (Babel's convenience functions parse the pattern and
+look the locale up again on every call, some 50 times slower). Amounts of money go through Babel,
+remembered per value: the same prices come back on every page.
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from babel import Locale
@@ -50,7 +52,7 @@ class Formatter:
         """Whole Vietnamese đồng with thousands separators: ``1.234.567 ₫``."""
         if value is None:
             return DASH
-        return format_currency(value, "VND", locale=self.locale)
+        return _currency(value, self.locale)
 
     def day(self, value: date | datetime | None) -> str:
         """``04/05/2025`` (vi, numeric as Vietnamese bills write it) or ``4 May 2025`` (en)."""
@@ -81,14 +83,24 @@ class Formatter:
         return f"{self.months[value.month]} {value.year}"
 
 
+@lru_cache(maxsize=4096)
+def _currency(value: int | Decimal, locale: Locale) -> str:
+    return format_currency(value, "VND", locale=locale)
+
+
+_FORMATTERS: dict[tuple[str, str], Formatter] = {}
+
+
 def formatter() -> Formatter:
-    """The request's formatter (made once per request)."""
+    """The request's formatter: one per language and time zone, shared by all requests."""
     try:
         return g._doxa_formatter  # type: ignore[no-any-return]
     except AttributeError:
-        made = Formatter(
-            get_locale() or Locale.parse("vi"), ZoneInfo(current_app.config["TIMEZONE"])
-        )
+        locale = get_locale() or Locale.parse("vi")
+        zone = current_app.config["TIMEZONE"]
+        made = _FORMATTERS.get((str(locale), zone))
+        if made is None:
+            made = _FORMATTERS[str(locale), zone] = Formatter(locale, ZoneInfo(zone))
         g._doxa_formatter = made
         return made
 

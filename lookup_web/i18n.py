@@ -6,9 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 from urllib.parse import urlencode
+from weakref import WeakKeyDictionary
 
 from flask import Flask, g, request, session
 from flask_babel import Babel, get_translations
+from jinja2 import pass_eval_context
+from jinja2.nodes import EvalContext
+from markupsafe import Markup
 
 LANGUAGES = ("vi", "en")
 DEFAULT_LANGUAGE = "vi"
@@ -24,7 +28,12 @@ def select_locale() -> str:
 
 
 def current_language() -> str:
-    return select_locale()
+    """The request's language (worked out once: a page asks for it several times)."""
+    try:
+        return g._doxa_language  # type: ignore[no-any-return]
+    except AttributeError:
+        g._doxa_language = select_locale()
+        return g._doxa_language
 
 
 def language_url(code: str) -> str:
@@ -46,6 +55,54 @@ def _translations() -> Any:
         return g._doxa_translations
 
 
+def gettext(message: str, **variables: Any) -> str:
+    """Python code's ``_()``: Flask-Babel's gettext with the request's catalogue looked up once."""
+    text: str = _translations().ugettext(message)
+    return text % variables if variables else text
+
+
+@pass_eval_context
+def _template_gettext(eval_ctx: EvalContext, message: str, **variables: Any) -> str:
+    """Templates' ``_()``: exactly what Jinja's new-style gettext does (mark the translation
+    safe when autoescaping, then always ``%``-format it, escaping the values), in one call
+    instead of three (Jinja's ``_`` resolves ``gettext`` and calls it, which calls ours). It
+    takes the evaluation context, not the template context: Jinja copies the whole context for
+    every call of a context function in a block that sets variables (the meter page's do)."""
+    text = _translations().ugettext(message)
+    if eval_ctx.autoescape:
+        text = Markup(text)
+    return text % variables  # type: ignore[no-any-return]
+
+
+# Each catalogue's messages without variables, as templates show them (translated, safe,
+# %-formatted): the same few dozen on every page.
+_SAFE_MESSAGES: WeakKeyDictionary[Any, dict[str, Markup]] = WeakKeyDictionary()
+
+
+def _request_gettext() -> dict[str, Any]:
+    """Context processor: the templates' ``_`` bound to this request's catalogue, so a call
+    is a dictionary look-up for most messages (``_template_gettext`` stays the global, for
+    templates rendered without a request)."""
+    translations = _translations()
+    safe = _SAFE_MESSAGES.get(translations)
+    if safe is None:
+        safe = _SAFE_MESSAGES.setdefault(translations, {})
+
+    @pass_eval_context
+    def gettext(eval_ctx: EvalContext, message: str, **variables: Any) -> str:
+        if not eval_ctx.autoescape:
+            return translations.ugettext(message) % variables  # type: ignore[no-any-return]
+        if variables:
+            return Markup(translations.ugettext(message)) % variables
+        try:
+            return safe[message]
+        except KeyError:
+            safe[message] = found = Markup(translations.ugettext(message)) % {}
+            return found
+
+    return {"_": gettext, "gettext": gettext}
+
+
 def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_DEFAULT_LOCALE", DEFAULT_LANGUAGE)
     app.config.setdefault("BABEL_DEFAULT_TIMEZONE", app.config["TIMEZONE"])
@@ -57,6 +114,8 @@ def init_app(app: Flask) -> None:
         npgettext=lambda c, s, p, n: _translations().unpgettext(c, s, p, n),
         newstyle=True,
     )
+    app.jinja_env.globals["_"] = app.jinja_env.globals["gettext"] = _template_gettext
+    app.context_processor(_request_gettext)
     app.jinja_env.globals["current_language"] = current_language
     app.jinja_env.globals["LANGUAGES"] = LANGUAGES
     app.jinja_env.globals["language_url"] = language_url

@@ -326,3 +326,36 @@ def test_database_down_gives_a_503_page(tmp_path: object) -> None:
         assert "Dịch vụ tạm thời gián đoạn" in response.get_data(as_text=True)
     finally:
         close(app)
+
+
+def test_meter_pages_leave_the_session_cookie_alone(client: FlaskClient) -> None:
+    """Signing in sets the session once; the pages after it do not rewrite it (no new cookie,
+    no remember-me deletion), so a browser does not have to store one on every page."""
+    response = sign_in(client, CODE_A, SERIAL_A)
+    assert "session=" in response.headers.get("Set-Cookie", "")
+    for path in (f"/meters/{SERIAL_A}", f"/meters/{SERIAL_A}/readings", f"/meters/{SERIAL_A}"):
+        page = client.get(path)
+        assert page.status_code == 200
+        assert page.headers.getlist("Set-Cookie") == []
+
+
+def test_a_connection_the_server_dropped_is_replaced(
+    client: FlaskClient, db: psycopg.Connection
+) -> None:
+    """The pool checks a connection without a round trip; one whose backend was terminated
+    (server restart, idle timeout) is noticed and replaced, not handed to a page."""
+    import time
+
+    sign_in(client, CODE_A, SERIAL_A)
+    assert client.get(f"/meters/{SERIAL_A}").status_code == 200
+    terminated = db.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE pid <> pg_backend_pid() AND datname = current_database()"
+        " AND backend_type = 'client backend'"
+    ).fetchone()
+    assert terminated is not None and terminated[0] >= 1
+    time.sleep(0.2)  # the terminated backends' farewells reach the pooled sockets
+    for _ in range(3):
+        page = client.get(f"/meters/{SERIAL_A}")
+        assert page.status_code == 200
+        assert "Khách A" in page.get_data(as_text=True)

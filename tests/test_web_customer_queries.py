@@ -61,9 +61,9 @@ def history(db: psycopg.Connection) -> tuple[q.Customer, q.Meter]:
         {"meters": [m for _, m in ids], "start": NOW - timedelta(weeks=WEEKS), "end": NOW},
     )
     db.execute("ANALYZE readings")
-    customer = q.customer(db, ids[7][0])
-    meter = q.meter_of(db, ids[7][0], "M0007")
-    assert customer is not None and meter is not None
+    customer, meters = q.customer_and_meters(db, ids[7][0])
+    assert customer is not None and [m.serial for m in meters] == ["M0007"]
+    meter = meters[0]
     return customer, meter
 
 

@@ -137,7 +137,7 @@ class Demo:
 
         return MqttFleet(self.broker.url, self.plan.mqtt_meters, seed=self.plan.mqtt_seed,
                          formats=("native", "tasmota"), interval=self.plan.mqtt_interval,
-                         tz=self.timezone)  # fmt: skip
+                         tz=self.timezone, record=False)  # fmt: skip
 
     def modbus_fleet(self) -> ModbusFleet:
         from simulators.modbus import ModbusFleet

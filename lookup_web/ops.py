@@ -305,7 +305,9 @@ def count_rejected(conn: psycopg.Connection, since: str = "1 hour") -> int:
 def completeness(
     conn: psycopg.Connection, day: date, tz: str, thresholds: Thresholds
 ) -> list[Completeness]:
-    """Per province: active meters, and those with a reading in every interval of local ``day``."""
+    """Per province: the active meters in service on local ``day`` (added before it ended, or
+    with readings of it, as a meter whose history was back-filled on import), and those with a
+    reading in every interval of it."""
     start = datetime.combine(day, datetime.min.time(), ZoneInfo(tz))
     end = datetime.combine(day + timedelta(days=1), datetime.min.time(), ZoneInfo(tz))
     params = {
@@ -321,7 +323,10 @@ def completeness(
             FROM meters m
             JOIN customers c ON c.id = m.customer_id
             {_INTERVAL_JOINS}
-            WHERE m.active AND m.created_at < %(end)s
+            -- in service that day: added before it ended, or back-filled with readings of it
+            WHERE m.active AND (m.created_at < %(end)s OR EXISTS (
+                SELECT 1 FROM readings r
+                WHERE r.meter_id = m.id AND r.ts >= %(start)s AND r.ts < %(end)s))
         ), filled AS (
             SELECT e.province, e.interval_s,
                    (SELECT count(DISTINCT floor(extract(epoch FROM r.ts - %(start)s::timestamptz)

@@ -224,6 +224,7 @@ def test_read_completeness_per_province_for_yesterday(db, make_app) -> None:
     gap = add_meter(db, north, "GAP", created_at=created)
     mqtt = add_meter(db, south, "MQ", protocol="mqtt", created_at=created)
     add_meter(db, south, "BORN-TODAY")  # added after yesterday: not counted
+    backfilled = add_meter(db, south, "BACKFILLED")  # added today with yesterday's history
     h = timedelta(hours=1)
 
     def at(meter_id: int, *hours: float) -> list[tuple[object, ...]]:
@@ -236,7 +237,8 @@ def test_read_completeness_per_province_for_yesterday(db, make_app) -> None:
         db,
         at(full, 1, 7, 13, 19.5, 24)  # 24 h is today: ignored
         + at(gap, 1, 2, 3, 13, 19)  # nothing from 06:00 to 12:00
-        + at(mqtt, 5, 17),
+        + at(mqtt, 5, 17)
+        + at(backfilled, 2, 8, 14, 20),
     )
     app = make_app(OPS_POLL_INTERVAL=6 * 3600, OPS_MQTT_INTERVAL=12 * 3600)
     page = engineer(app, db).get("/ops").get_data(as_text=True)
@@ -244,12 +246,12 @@ def test_read_completeness_per_province_for_yesterday(db, make_app) -> None:
     north_row = row_of(page, "data-province", "Bắc Ninh")
     assert (field(north_row, "complete"), field(north_row, "meters")) == ("1", "2")
     south_row = row_of(page, "data-province", "Cà Mau")
-    assert (field(south_row, "complete"), field(south_row, "meters")) == ("1", "1")
+    assert (field(south_row, "complete"), field(south_row, "meters")) == ("2", "2")
     api = _signed_in(app, "minh").get("/api/v1/completeness").get_json()
     assert api["day"] == yesterday.isoformat()
     assert {p["province"]: (p["complete"], p["meters"], p["ratio"]) for p in api["provinces"]} == {
         "Bắc Ninh": (1, 2, 0.5),
-        "Cà Mau": (1, 1, 1.0),
+        "Cà Mau": (2, 2, 1.0),
     }
 
 

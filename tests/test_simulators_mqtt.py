@@ -184,3 +184,21 @@ def test_unreachable_broker_is_one_clear_error() -> None:
         fleet.connect(timeout=2)
     with pytest.raises(ValueError, match="MQTT URL must look like mqtt://host:port"):
         MqttFleet("http://example", meters=1)
+
+
+def test_a_fleet_that_does_not_record_keeps_only_the_count(
+    mqtt_url: str, subscriber: Subscriber
+) -> None:
+    """The CLI and the demo run for days: they keep a count, not every message."""
+    clock = SimClock.fixed(T0)
+    with MqttFleet(mqtt_url, meters=4, seed=6, clock=clock, interval=900, record=False) as fleet:
+        for _ in range(3):
+            fleet.publish_round()
+            clock.advance(900)
+        fleet.publish_duplicate(fleet.meters[0].serial)  # needs only each meter's last message
+        assert fleet.flush()
+    assert fleet.published_count == 4 * 3 + 1
+    assert fleet.published == []
+    assert len(subscriber.wait_for(fleet.published_count)) == fleet.published_count
+    with pytest.raises(RuntimeError, match="record=False"):
+        fleet.expected_readings()

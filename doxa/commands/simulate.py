@@ -254,7 +254,7 @@ def mqtt_command(
     try:
         fleet = MqttFleet(app.settings.mqtt_url, meters, seed=seed, formats=formats,
                           interval=interval, clock=_clock(start, speed), tz=app.settings.timezone,
-                          meters_per_connection=per_connection)  # fmt: skip
+                          meters_per_connection=per_connection, record=False)  # fmt: skip
     except ValueError as exc:
         raise BadInput(str(exc)) from exc
     serials = [m.serial for m in fleet.meters]
@@ -313,4 +313,4 @@ def mqtt_command(
         return done
 
     done = asyncio.run(run())
-    click.echo(f"published {len(fleet.published)} message(s) in {done} round(s)", err=True)
+    click.echo(f"published {fleet.published_count} message(s) in {done} round(s)", err=True)

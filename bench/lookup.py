@@ -7,10 +7,11 @@ by the server, a week at a time, so nothing crosses the wire), then:
 * **raw** — the queries the meter page runs (the customer with their meters, latest reading,
   the indices at the day and billing-period boundaries, tariff), prepared, from psycopg
   directly, timing only the database round trips;
-* **HTTP** — ``doxa web`` (waitress, DOXA_WEB_THREADS threads) serving ``GET /meters/<serial>``
-  over loopback to signed-in clients, each request for a random one of 2,000 customers;
+* **HTTP** — ``doxa web`` (gunicorn, its default 2 processes × 4 threads) serving
+  ``GET /meters/<serial>`` over loopback to signed-in clients, each request for a random one of
+  2,000 customers;
 
-both with 1 client and with as many clients as the server has threads, in the same run. Clients
+both with 1 client and with as many clients as the server takes at once, in the same run. Clients
 are signed in by minting the site's session cookie with the same secret key (the lookup form's
 rate limit would otherwise stop a benchmark after 20 sign-ins a minute from one address).
 
@@ -20,13 +21,14 @@ Run ``python -m bench.lookup [--quick] [--meters N] [--days D] [--seconds S]``.
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import platform
 import random
+import re
 import secrets
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -48,8 +50,10 @@ DOXA = Path(sys.executable).parent / "doxa"
 ZONE = ZoneInfo("Asia/Ho_Chi_Minh")
 SECRET = "bench-secret-key"
 SAMPLE = 2000  # customers the clients pick from
-THREADS = 8  # doxa web's default DOXA_WEB_THREADS
+WORKERS, THREADS = 2, 4  # doxa web's defaults (DOXA_WEB_WORKERS, DOXA_WEB_THREADS)
+CLIENTS = WORKERS * THREADS  # the concurrent clients: as many as the server takes at once
 SLICES = 10  # raw and page timings alternate in this many slices
+CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d+)")
 
 
 @dataclass
@@ -57,6 +61,7 @@ class Latencies:
     name: str
     samples: list[float]  # seconds
     wall: float  # seconds the run took
+    cpu: float = 0.0  # CPU seconds the server spent on them (user + system)
 
     def pct(self, p: float) -> float:
         ordered = sorted(self.samples)
@@ -259,6 +264,7 @@ def doxa_web(url: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
     env.update(
         DOXA_DATABASE_URL=url,
         DOXA_SECRET_KEY=SECRET,
+        DOXA_WEB_WORKERS=str(WORKERS),
         DOXA_WEB_THREADS=str(THREADS),
         DOXA_HOME=tempfile.mkdtemp(prefix="doxa-bench-home-"),
     )
@@ -283,26 +289,40 @@ def doxa_web(url: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def http_run(port: int, cookies: list[tuple[str, str]], clients: int, seconds: float) -> Latencies:
+    """Each client one keep-alive connection, requests for random customers, for ``seconds``.
+
+    The clients speak HTTP/1.1 over a bare socket (the request bytes made before the clock
+    starts, the response read up to its Content-Length): a load generator, like wrk, that
+    spends next to no CPU of the two the server shares with it. (``http.client`` parses every
+    response's headers with the email package, which took CPU from the server under test.)
+    """
     samples: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
+    requests = [
+        (
+            serial,
+            f"GET /meters/{serial} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Cookie: session={cookie}\r\n\r\n".encode(),
+        )
+        for serial, cookie in cookies
+    ]
 
     def client(seed: int) -> None:
         rnd = random.Random(1000 + seed)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         mine = []
-        while time.monotonic() < deadline:
-            serial, cookie = rnd.choice(cookies)
-            began = time.perf_counter()
-            conn.request("GET", f"/meters/{serial}", headers={"Cookie": f"session={cookie}"})
-            response = conn.getresponse()
-            body = response.read()
-            mine.append(time.perf_counter() - began)
-            if response.status != 200 or serial.encode() not in body:
-                with lock:
-                    errors.append(f"{response.status} for {serial}")
-        conn.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while time.monotonic() < deadline:
+                serial, request = rnd.choice(requests)
+                began = time.perf_counter()
+                sock.sendall(request)
+                status, body = _response(sock)
+                mine.append(time.perf_counter() - began)
+                if status != 200 or serial.encode() not in body:
+                    with lock:
+                        errors.append(f"{status} for {serial}")
         with lock:
             samples.extend(mine)
 
@@ -317,6 +337,26 @@ def http_run(port: int, cookies: list[tuple[str, str]], clients: int, seconds: f
     return Latencies(
         f"HTTP GET /meters/…, {clients} client(s)", samples, time.perf_counter() - began
     )
+
+
+def _response(sock: socket.socket) -> tuple[int, bytes]:
+    """One HTTP/1.1 response with a Content-Length: (status, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError("the server closed the connection")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = CONTENT_LENGTH.search(head)
+    if length is None:
+        raise RuntimeError(f"no Content-Length in {head[:200]!r}")
+    while len(body) < int(length[1]):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError("the server closed the connection")
+        body += chunk
+    return int(head[9:12]), body
 
 
 # -- the report ----------------------------------------------------------------------------------
@@ -359,23 +399,25 @@ def _measure(
     cookies = session_cookies(sample)
     results = []
     port = free_port()
-    with doxa_web(url, port):
+    with doxa_web(url, port) as server:
         print("warming up…", file=sys.stderr)
-        http_run(port, cookies, THREADS, 3 if quick else 10)  # caches, pool, prepared plans
+        http_run(port, cookies, CLIENTS, 3 if quick else 10)  # caches, pool, prepared plans
         raw_run(url, sample, 1, 3 if quick else 5)
-        for clients in (1, THREADS):
+        for clients in (1, CLIENTS):
             print(f"timing with {clients} client(s)…", file=sys.stderr)
             # Alternate short slices of each, so both see the same machine (other work on a
             # shared machine comes and goes).
             raw = Latencies(f"raw, {clients}", [], 0.0)
             web = Latencies(f"page, {clients}", [], 0.0)
             for _ in range(SLICES):
-                for total, part in (
-                    (raw, raw_run(url, sample, clients, seconds / SLICES)),
-                    (web, http_run(port, cookies, clients, seconds / SLICES)),
-                ):
-                    total.samples += part.samples
-                    total.wall += part.wall
+                part = raw_run(url, sample, clients, seconds / SLICES)
+                raw.samples += part.samples
+                raw.wall += part.wall
+                cpu_before = _cpu_seconds(server.pid)
+                part = http_run(port, cookies, clients, seconds / SLICES)
+                web.cpu += _cpu_seconds(server.pid) - cpu_before
+                web.samples += part.samples
+                web.wall += part.wall
             results.append((clients, raw, web))
     return report(meters, days, facts, load_rate, results)
 
@@ -399,21 +441,26 @@ def report(
             else "."
         ),
         "PostgreSQL 15 + TimescaleDB, shared_buffers 2 GB; `doxa web` with"
-        f" {THREADS} waitress threads; pages of 2,000 random customers.",
+        f" {WORKERS} gunicorn processes × {THREADS} threads; pages of 2,000 random customers.",
         "",
         "The page is `GET /meters/<serial>`: latest index, today, the billing month with its"
         " projection and tier, the 30-day and 12-month charts. *Raw* is the same queries run by"
-        " psycopg, prepared, timing only the database round trips.",
+        " psycopg, prepared, timing only the database round trips. Raw and page runs alternate"
+        f" in {SLICES} slices each, so both see the same machine. The HTTP clients are bare"
+        " keep-alive sockets (requests made in advance, responses read up to their"
+        " Content-Length), so the load generator takes little of the CPU the server shares"
+        " with it; *CPU per page* is the user + system time of the `doxa web` processes.",
         "",
         "| clients | raw p50 | raw p95 | page p50 | page p95 | p50 ratio (≤ 2×) | p95 ratio (≤ 3×)"
-        " | pages/s |",
-        "|---|---|---|---|---|---|---|---|",
+        " | pages/s | `doxa web` CPU per page |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for clients, raw, web in results:
         r50, r95, w50, w95 = raw.pct(50), raw.pct(95), web.pct(50), web.pct(95)
         lines.append(
             f"| {clients} | {r50:.2f} ms | {r95:.2f} ms | {w50:.2f} ms | {w95:.2f} ms |"
             f" {w50 / r50:.2f}× | {w95 / r95:.2f}× | {web.rate:,.0f} |"
+            f" {web.cpu / len(web.samples) * 1000:.2f} ms |"
         )
     lines += [
         "",
@@ -423,6 +470,26 @@ def report(
         "",
     ]
     return "\n".join(lines)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of a process and its children (gunicorn's workers), from
+    Linux's ``/proc``."""
+    total = 0.0
+    for proc in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(child) for child in task.read_text().split()]
+    return found
 
 
 def _memory() -> str:

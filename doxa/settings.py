@@ -135,15 +135,22 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
     ),
     Setting(
+        "DOXA_WEB_WORKERS",
+        "2",
+        "processes of the production web server (doxa web); about one per CPU core",
+        _positive_int,
+    ),
+    Setting(
         "DOXA_WEB_THREADS",
-        "8",
-        "worker threads of the production web server (doxa web)",
+        "4",
+        "threads of each doxa web process (each holds one pooled database connection)",
         _positive_int,
     ),
     Setting(
         "DOXA_RATELIMIT_STORAGE",
-        "memory://",
-        "Flask-Limiter storage URI; use redis://… when several web processes share the limits",
+        "database",
+        "where the site's rate-limit counters live: database (the rate_limits table, shared by"
+        " every web process), memory:// (one process only) or a Flask-Limiter URI (redis://…)",
     ),
     Setting(
         "DOXA_MODBUS_MODELS",

@@ -41,3 +41,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     for blueprint in (health.bp, customers.bp, staff.bp, ops.bp, api.bp):
         app.register_blueprint(blueprint)
     return app
+
+
+def close(app: Flask) -> None:
+    """Close the site's database connections: its pool and the rate-limit counters' pool.
+    (gunicorn calls this as each worker exits; tests, for each app they made.)"""
+    db.close(app)
+    security.close_storage()

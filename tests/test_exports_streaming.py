@@ -17,6 +17,7 @@ from conftest import TEMPLATE_DB
 from flask import Flask
 from test_staff_helpers import add_staff, csrf_token, signed_in_client
 
+import lookup_web
 from doxa.services.postgres import EmbeddedPostgres
 from lookup_web import create_app
 
@@ -70,7 +71,7 @@ def week(week_url: str) -> Iterator[psycopg.Connection]:
 def week_app(week_url: str) -> Iterator[Flask]:
     app = create_app({"DATABASE_URL": week_url, "TESTING": True, "DB_POOL_MIN": 0})
     yield app
-    app.extensions["doxa_pool"].close()
+    lookup_web.close(app)
 
 
 def _form(kind: str, first: str, last: str, fmt: str) -> dict[str, str]:

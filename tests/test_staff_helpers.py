@@ -15,6 +15,7 @@ import psycopg
 from flask import Flask
 from flask.testing import FlaskClient
 
+import lookup_web
 from lookup_web import create_app
 from schema import users
 
@@ -42,7 +43,7 @@ def app_factory(db_url: str) -> Iterator[Callable[..., Flask]]:
 
     yield build
     for app in made:
-        app.extensions["doxa_pool"].close()
+        lookup_web.close(app)
 
 
 def add_customer(

@@ -116,8 +116,22 @@ def test_post_without_csrf_token_is_rejected(client: FlaskClient) -> None:
     assert forged.status_code == 400
 
 
-def test_rate_limit_per_client_address(db_url: str, customers: object) -> None:
-    app = make_app(db_url, LOOKUP_LIMIT_PER_ADDRESS="4 per minute")
+STORAGES = pytest.mark.parametrize("storage", ["memory", "database"])
+
+
+def limit_storage(storage: str, db_url: str) -> str:
+    """Where the counters live: in the process, or in the database (what ``doxa web`` uses, so
+    that all its processes count together)."""
+    return "memory://" if storage == "memory" else db_url
+
+
+@STORAGES
+def test_rate_limit_per_client_address(db_url: str, customers: object, storage: str) -> None:
+    app = make_app(
+        db_url,
+        LOOKUP_LIMIT_PER_ADDRESS="4 per minute",
+        RATELIMIT_STORAGE_URI=limit_storage(storage, db_url),
+    )
     try:
         client = app.test_client()
         codes = [f"PB0101{n:07d}" for n in range(5)]  # different codes: enumeration
@@ -133,8 +147,15 @@ def test_rate_limit_per_client_address(db_url: str, customers: object) -> None:
         close(app)
 
 
-def test_rate_limit_per_customer_code_counts_failures(db_url: str, customers: object) -> None:
-    app = make_app(db_url, LOOKUP_LIMIT_PER_CODE="3 per 15 minutes")
+@STORAGES
+def test_rate_limit_per_customer_code_counts_failures(
+    db_url: str, customers: object, storage: str
+) -> None:
+    app = make_app(
+        db_url,
+        LOOKUP_LIMIT_PER_CODE="3 per 15 minutes",
+        RATELIMIT_STORAGE_URI=limit_storage(storage, db_url),
+    )
     try:
         client = app.test_client()
         # Successes do not use up the customer's allowance.

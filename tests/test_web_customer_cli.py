@@ -1,4 +1,5 @@
-"""``doxa web`` serves the site with waitress: a real process on a free port, stopped by SIGTERM."""
+"""``doxa web`` serves the site with gunicorn: real processes on a free port, stopped by SIGTERM,
+sharing the rate limits through the database."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from doxa.services._proc import free_port, wait_for_tcp
@@ -46,37 +49,53 @@ def doxa_web(db_url: str, home: Path, **env: str) -> Iterator[tuple[subprocess.P
             stream.close()
 
 
-def threads_of(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Threads:"):
-            return int(line.split()[1])
-    raise AssertionError("no thread count")
-
-
 def test_doxa_web_serves_and_stops_on_sigterm(db_url: str, tmp_path: Path) -> None:
-    with doxa_web(db_url, tmp_path, DOXA_WEB_THREADS="2") as (proc, port):
+    with doxa_web(db_url, tmp_path, DOXA_WEB_WORKERS="2", DOXA_WEB_THREADS="2") as (proc, port):
         base = f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:
             assert response.status == 200 and response.read() == b'{"status":"ok"}\n'
         with urllib.request.urlopen(f"{base}/", timeout=10) as response:
             page = response.read().decode()
             assert response.status == 200 and '<html lang="vi">' in page
-            assert response.headers["Server"] == "doxa"  # waitress, named
+            assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
         with urllib.request.urlopen(f"{base}/static/style.css", timeout=10) as response:
             assert response.status == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
         assert proc.stderr is not None
-        assert f"serving the site on http://127.0.0.1:{port}/" in proc.stderr.read().decode()
+        assert f"serving the site on http://127.0.0.1:{port}/ (2 process(es) × 2 thread(s))" in (
+            proc.stderr.read().decode()
+        )
+        assert not children_of(proc.pid)  # the workers are gone too
 
 
-def test_worker_threads_come_from_doxa_web_threads(db_url: str, tmp_path: Path) -> None:
-    """The process running 6 waitress workers has 4 threads more than the one running 2."""
-    counts = {}
-    for threads in (2, 6):
-        with doxa_web(db_url, tmp_path, DOXA_WEB_THREADS=str(threads)) as (proc, _port):
-            counts[threads] = threads_of(proc.pid)
-    assert counts[6] - counts[2] == 4
+def children_of(pid: int) -> list[int]:
+    found = []
+    for task in (
+        Path(f"/proc/{pid}/task").glob("*/children") if Path(f"/proc/{pid}").exists() else ()
+    ):
+        found += [int(child) for child in task.read_text().split()]
+    return found
+
+
+def test_workers_and_threads_come_from_the_settings(db_url: str, tmp_path: Path) -> None:
+    """DOXA_WEB_WORKERS processes, each with its own pool of DOXA_WEB_THREADS connections:
+    3 workers of 1 thread hold 3 connections to the database."""
+    with doxa_web(db_url, tmp_path, DOXA_WEB_WORKERS="3", DOXA_WEB_THREADS="1") as (proc, _):
+        deadline = time.monotonic() + 20
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            while True:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                ).fetchone()
+                workers = children_of(proc.pid)
+                if (row and row[0] == 3 and len(workers) == 3) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+        assert row is not None and (row[0], len(workers)) == (3, 3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
 
 
 def test_doxa_web_needs_a_secret_key(doxa: Callable[..., object], db_url: str) -> None:
@@ -100,3 +119,43 @@ def test_doxa_web_reports_a_busy_port(doxa: Callable[..., object], db_url: str) 
         )
     assert result.code == 1  # type: ignore[attr-defined]
     assert f"cannot listen on 127.0.0.1:{port}" in result.err  # type: ignore[attr-defined]
+
+
+def _lookup(port: int, code: str, serial: str) -> int:
+    """The lookup form as a browser fills it, each request on a new connection (so any of the
+    workers may take it): the status of the POST."""
+    import http.client
+    import re
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/")
+    response = conn.getresponse()
+    page = response.read().decode()
+    cookie = response.headers["Set-Cookie"].split(";", 1)[0]
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token is not None
+    conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    body = f"csrf_token={token[1]}&customer_code={code}&meter_serial={serial}"
+    conn.request(
+        "POST",
+        "/",
+        body=body,
+        headers={"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def test_workers_share_the_lookup_rate_limit(db_url: str, tmp_path: Path) -> None:
+    """The lookup limit per client address (20 a minute) holds across the processes: the
+    counters are rows of rate_limits, not memory of one worker."""
+    with doxa_web(db_url, tmp_path, DOXA_WEB_WORKERS="3", DOXA_WEB_THREADS="2") as (_, port):
+        statuses = [_lookup(port, f"PB0101{n:07d}", "NO-SUCH") for n in range(21)]
+        assert statuses == [400] * 20 + [429]
+        with psycopg.connect(db_url) as conn:
+            counters = conn.execute(
+                "SELECT hits FROM rate_limits WHERE expires_at > now() ORDER BY hits DESC"
+            ).fetchall()
+        assert counters[0][0] == 21  # the address's window: every attempt, the refused one too

@@ -14,6 +14,7 @@ import psycopg
 from flask import Flask
 from flask.testing import FlaskClient
 
+import lookup_web
 from lookup_web import create_app
 
 ZONE = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -41,7 +42,7 @@ def make_app(db_url: str, **config: Any) -> Flask:
 
 
 def close(app: Flask) -> None:
-    app.extensions["doxa_pool"].close()
+    lookup_web.close(app)
 
 
 def add_customer(

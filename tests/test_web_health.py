@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import lookup_web
 from doxa.services._proc import free_port
 from lookup_web import create_app
 
@@ -16,7 +17,7 @@ def test_healthz_ok(db_url: str) -> None:
         assert response.status_code == 200
         assert response.get_json() == {"status": "ok"}
     finally:
-        app.extensions["doxa_pool"].close()
+        lookup_web.close(app)
 
 
 def test_healthz_unavailable() -> None:
@@ -30,4 +31,4 @@ def test_healthz_unavailable() -> None:
         assert page.status_code == 404
         assert b'<html lang="vi">' in page.data
     finally:
-        app.extensions["doxa_pool"].close()
+        lookup_web.close(app)

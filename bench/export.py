@@ -3,13 +3,13 @@
 
 * **Ceiling**: psycopg's ``COPY (…) TO STDOUT`` of the same rows — the export's own query
   (joins, local ISO times, ordering) — every row read by the client, in a process of its own.
-* **HTTP**: the staff export page served by waitress (as ``doxa web`` serves the site) in a
-  process of its own, downloaded by a plain ``http.client`` from this process; rows counted by
+* **HTTP**: the staff export page served as ``doxa web`` serves the site (gunicorn; one worker
+  process of 4 threads), downloaded by a plain ``http.client`` from this process; rows counted by
   their line ends, time to the first byte noted.
 * **For context**: a bare ``COPY (SELECT * FROM readings WHERE ts in the month) TO STDOUT`` (no
   joins, no formatting: what the table alone costs), and a Python row loop over the export's
   query (named cursor + ``csv.writer``, first 3 days only: it is slow).
-* **Memory**: the peak resident size of each process (``VmHWM``); for the web server, the peak
+* **Memory**: the peak resident size of each process (``VmHWM``); for the web worker, the peak
   of a 1-day, a 7-day and the whole download, the mark reset before each
   (``/proc/PID/clear_refs``), so flat memory shows as the same figure for more rows.
 
@@ -184,21 +184,19 @@ def _copy_role(url: str, days: int, kind: str) -> None:
 
 
 def _serve_role(url: str, port: int) -> None:
-    """Child process: the site under waitress, as ``doxa web`` serves it."""
-    from waitress import serve
+    """Child process: the site as ``doxa web`` serves it (gunicorn), with one worker process of
+    4 threads, so the download's memory is that one worker's."""
+    from doxa.commands.web import serve
 
-    from lookup_web import create_app
-
-    app = create_app(
-        {
-            "DATABASE_URL": url,
-            "SECRET_KEY": secrets.token_hex(16),
-            "TIMEZONE": TZ,
-            "DB_POOL_MIN": 1,
-            "DB_POOL_MAX": 4,
-        }
-    )
-    serve(app, host="127.0.0.1", port=port, threads=4, _quiet=True)
+    config = {
+        "DATABASE_URL": url,
+        "SECRET_KEY": secrets.token_hex(16),
+        "TIMEZONE": TZ,
+        "RATELIMIT_STORAGE_URI": url,
+        "DB_POOL_MIN": 1,
+        "DB_POOL_MAX": 4,
+    }
+    serve(config, "127.0.0.1", port, workers=1, threads=4)
 
 
 def _child(*args: str) -> list[str]:
@@ -286,6 +284,18 @@ class Client:
         return lines - 1, seconds, first_byte
 
 
+def _worker_of(pid: int) -> int:
+    """The one worker process of the gunicorn arbiter ``pid``."""
+    children = [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").glob("*/children")
+        for child in task.read_text().split()
+    ]
+    if len(children) != 1:
+        raise RuntimeError(f"expected one gunicorn worker, found {children}")
+    return children[0]
+
+
 def measure_http(url: str, days: int) -> tuple[list[Measure], int]:
     """Downloads of 1 day, 7 days and the whole range over HTTP, and the server's RSS (KiB)
     after sign-in."""
@@ -301,13 +311,14 @@ def measure_http(url: str, days: int) -> tuple[list[Measure], int]:
         client = Client(port)
         client.sign_in()
         client.page("/staff/exports")
-        _reset_hwm(server.pid)
-        idle = _vm_hwm(server.pid)
+        worker = _worker_of(server.pid)  # gunicorn's one worker serves every request
+        _reset_hwm(worker)
+        idle = _vm_hwm(worker)
         results = []
         for span in sorted({1, min(7, days), days}):
-            _reset_hwm(server.pid)
+            _reset_hwm(worker)
             rows, seconds, first_byte = client.export(FIRST_DAY, FIRST_DAY + timedelta(span - 1))
-            results.append(Measure(rows, seconds, _vm_hwm(server.pid), first_byte))
+            results.append(Measure(rows, seconds, _vm_hwm(worker), first_byte))
         return results, idle
     finally:
         server.terminate()
@@ -347,7 +358,7 @@ def run(quick: bool = False, meters: int | None = None, days: int | None = None)
     mib = 1024
 
     def row(name: str, m: Measure, note: str = "", server: bool = False) -> str:
-        where = " (web server)" if server else ""
+        where = " (web worker)" if server else ""
         return (
             f"| {name} | {m.rows:,} | {m.rate:,.0f} | {m.peak_rss_kib / mib:.0f} MiB{where} | "
             f"{m.rate / query.rate:.0%} | {note} |"
@@ -371,7 +382,7 @@ def run(quick: bool = False, meters: int | None = None, days: int | None = None)
                 "every row read by the client",
             ),
             row(
-                f"**staff export page over HTTP** (waitress), {days} days",
+                f"**staff export page over HTTP** (`doxa web`), {days} days",
                 month,
                 f"**target ≥ 50%**; first byte after {month.first_byte_s or 0:.2f} s",
                 server=True,
@@ -387,10 +398,10 @@ def run(quick: bool = False, meters: int | None = None, days: int | None = None)
                 "what streaming COPY output avoids",
             ),
             "",
-            f"Web server peak memory per download (mark reset before each; {idle / mib:.0f} MiB "
+            f"Web worker peak memory per download (mark reset before each; {idle / mib:.0f} MiB "
             f"after sign-in): {memory}. It does not grow with the rows: the export holds one "
-            "256 KiB chunk, and waitress buffers at most `outbuf_high_watermark` (16 MiB) of a "
-            "slow download before pausing it.",
+            "256 KiB chunk at a time, and gunicorn writes each to the socket before reading "
+            "the next (a slow client slows the download, it does not fill memory).",
             "",
         ]
     )

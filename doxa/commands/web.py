@@ -2,11 +2,11 @@
 
 DOXA_WEB_WORKERS processes of DOXA_WEB_THREADS threads each (gunicorn's ``gthread`` worker).
 More than one process because a page is mostly Python and one process runs Python on one core
-at a time: with 8 clients on 2 cores, one process of 8 threads answered the customer page at
-2.1× the time of its raw queries, two processes of 4 at 1.7× (docs/benchmarks.md). Each worker
-builds its own app (after the fork), so each has its own connection pool, one connection per
-thread; the rate-limit counters live in the database (DOXA_RATELIMIT_STORAGE=database) so that
-every worker counts the same sign-in attempts.
+at a time: with 8 clients on 2 cores, the customer page's median was 2.14× its raw queries' when
+one process of 8 threads (waitress) served it, 1.91× with two processes of 4 (bench/lookup.py).
+Each worker builds its own app (after the fork), so each has its own connection pool, one
+connection per thread; the rate-limit counters live in the database
+(DOXA_RATELIMIT_STORAGE=database) so that every worker counts the same sign-in attempts.
 """
 
 from __future__ import annotations

@@ -50,6 +50,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be a whole number, 0 or more, not {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -145,6 +152,12 @@ SETTINGS: tuple[Setting, ...] = (
         "4",
         "threads of each doxa web process (each holds one pooled database connection)",
         _positive_int,
+    ),
+    Setting(
+        "DOXA_WEB_PROXIES",
+        "0",
+        "how many reverse proxies in front of doxa web add X-Forwarded-For/-Proto (0: trust none)",
+        _non_negative_int,
     ),
     Setting(
         "DOXA_RATELIMIT_STORAGE",

@@ -1,4 +1,5 @@
-"""CSRF protection on every form and rate limits (Flask-Limiter), set up once per app."""
+"""CSRF protection on every form, rate limits (Flask-Limiter) and the client's address behind
+trusted reverse proxies, set up once per app."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from lookup_web import ratelimit_storage  # registers postgresql:// for the limits
 
@@ -15,6 +17,13 @@ limiter = Limiter(key_func=get_remote_address, default_limits=[])
 
 
 def init_app(app: Flask) -> None:
+    # Behind N reverse proxies the client is the Nth address from the right of X-Forwarded-For
+    # (and the scheme is X-Forwarded-Proto): the rate limits, the audit log and the Secure
+    # cookie flag then see the client, not the proxy. With 0 (the default) those headers are
+    # ignored, so a client cannot dodge its limit by sending a made-up one.
+    proxies = int(app.config.setdefault("TRUSTED_PROXIES", 0))
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     csrf.init_app(app)
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     limiter.init_app(app)

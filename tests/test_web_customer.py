@@ -380,3 +380,45 @@ def test_a_connection_the_server_dropped_is_replaced(
         page = client.get(f"/meters/{SERIAL_A}")
         assert page.status_code == 200
         assert "Khách A" in page.get_data(as_text=True)
+
+
+def test_behind_a_trusted_proxy_the_limit_counts_each_client(
+    db_url: str, customers: object
+) -> None:
+    """With one trusted proxy, every lookup comes from the proxy's address, and the client is
+    the address the proxy put in X-Forwarded-For: each client has its own allowance."""
+    app = make_app(db_url, LOOKUP_LIMIT_PER_ADDRESS="2 per minute", TRUSTED_PROXIES=1)
+    try:
+        client = app.test_client()
+
+        def via_proxy(client_address: str) -> int:
+            return sign_in(
+                client,
+                "PB01010000001",
+                "X1",
+                REMOTE_ADDR="10.9.9.9",  # the proxy
+                HTTP_X_FORWARDED_FOR=client_address,
+            ).status_code
+
+        assert [via_proxy("203.0.113.5") for _ in range(3)] == [400, 400, 429]
+        assert via_proxy("203.0.113.6") == 400  # another customer behind the same proxy
+    finally:
+        close(app)
+
+
+def test_without_a_trusted_proxy_a_forwarded_header_is_ignored(
+    db_url: str, customers: object
+) -> None:
+    """By default X-Forwarded-For is not believed: made-up addresses do not buy new attempts."""
+    app = make_app(db_url, LOOKUP_LIMIT_PER_ADDRESS="2 per minute")
+    try:
+        client = app.test_client()
+        statuses = [
+            sign_in(
+                client, "PB01010000001", "X1", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}"
+            ).status_code
+            for n in range(3)
+        ]
+        assert statuses == [400, 400, 429]
+    finally:
+        close(app)

@@ -37,6 +37,7 @@ def site_config(app: App, *, secret_key: str | None = None) -> dict[str, object]
         "RATELIMIT_STORAGE_URI": database_url if storage == "database" else storage,
         "DB_POOL_MIN": min(2, threads),
         "DB_POOL_MAX": threads,
+        "TRUSTED_PROXIES": settings.web_proxies,
         "OPS_POLL_INTERVAL": settings.poll_interval,
         "OPS_MQTT_INTERVAL": settings.mqtt_interval,
     }

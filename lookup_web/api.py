@@ -18,8 +18,9 @@ from flask import Blueprint, current_app, g, jsonify, request, url_for
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException
 
+import exports
 from lookup_web import auth, db, ops
-from schema import exports, users
+from schema import users
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 F = TypeVar("F", bound=Callable[..., Any])

@@ -32,13 +32,13 @@ from flask import (
 )
 from flask_wtf.csrf import generate_csrf
 
+import exports
 from lookup_web import charts, db, formatting
 from lookup_web import customer_queries as q
 from lookup_web.consumption import Amount, period_name
 from lookup_web.customer_dashboard import build
 from lookup_web.i18n import gettext as _
 from lookup_web.security import limiter
-from schema import exports
 
 bp = Blueprint("customers", __name__)
 

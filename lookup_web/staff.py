@@ -1,7 +1,7 @@
 """Staff pages at ``/staff``: sign-in and sign-out, exports (readings, closing indices, bills as
 CSV or XLSX), API tokens and, for admins, the audit log.
 
-Exports run the same code as ``doxa export`` (``schema.exports``) and stream: the response starts
+Exports run the same code as ``doxa export`` (``exports``) and stream: the response starts
 as soon as the first rows are found, and each export is written to the audit log with its row
 count once it has ended (``complete`` is false when the download was cut short).
 """
@@ -30,9 +30,10 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
+import exports
 from lookup_web import auth, db
 from lookup_web.security import limiter
-from schema import audit, exports, users
+from schema import audit, users
 
 log = logging.getLogger(__name__)
 bp = Blueprint("staff", __name__, url_prefix="/staff")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 import psycopg
 
+from billing.periods import Period
+from billing.run import BillingDataError, run_bills
 from doxa.app import App
 from doxa.errors import BadInput, Failure
-from schema.billing.periods import Period
-from schema.billing.run import BillingDataError, run_bills
 
 
 @click.group("bills")

@@ -1,6 +1,6 @@
 """``doxa export``: readings, closing indices and bills as CSV or XLSX (contract §3).
 
-The same code as the staff pages' exports (``schema.exports``); every run is written to the
+The same code as the staff pages' exports (``exports``); every run is written to the
 audit log with actor ``cli`` and its row count.
 """
 
@@ -19,9 +19,10 @@ from typing import Any, BinaryIO
 import click
 import psycopg
 
+import exports
 from doxa.app import App
 from doxa.errors import BadInput
-from schema import audit, exports
+from schema import audit
 
 _DATE = click.DateTime(formats=["%Y-%m-%d"])
 

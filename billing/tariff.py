@@ -24,7 +24,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Protocol, TypeVar
 
-from schema.billing.rounding import half_up
+from metering.rounding import half_up
 
 
 class TariffError(ValueError):

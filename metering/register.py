@@ -25,7 +25,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from schema.billing.rounding import exact, half_up, half_up_3
+from metering.rounding import exact, half_up, half_up_3
 
 MAX_GAP = timedelta(hours=2)
 # A reading this much below the previous one is a register reset, not measurement noise.

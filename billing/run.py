@@ -22,7 +22,9 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.types.json import Jsonb
 
-from schema.billing.closing import (
+from billing.periods import Period, local_midnight
+from billing.tariff import Priced, TariffError, TariffTable, Tier, VatRate, price
+from metering.register import (
     DETECTED_DROP,
     DROP_NOISE_KWH,
     MAX_REGISTER_KW,
@@ -34,8 +36,6 @@ from schema.billing.closing import (
     close,
     outer_readings,
 )
-from schema.billing.periods import Period, local_midnight
-from schema.billing.tariff import Priced, TariffError, TariffTable, Tier, VatRate, price
 
 # How far from a boundary a reading may be and still close it. Also bounds every readings query
 # in time, so the hypertable only opens the chunks around the boundaries.

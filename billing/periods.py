@@ -1,14 +1,18 @@
 """Billing periods (contract §8): ``YYYY-MM`` with reading day *d* runs from day *d* of the
-previous month, 00:00 local time, to day *d* of month ``YYYY-MM``, 00:00 local time."""
+previous month, 00:00 local time, to day *d* of month ``YYYY-MM``, 00:00 local time. A period is
+named after the month in which it ends. Bills, the closing-index export and the customer's
+monthly chart all take their periods from here."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time
-from zoneinfo import ZoneInfo
+from datetime import date
 
-_PERIOD = re.compile(r"^(\d{4})-(\d{2})$")
+from doxa.errors import PeriodError
+
+# ``YYYY-MM``: the one pattern for a period, in the CLI, the exports and the staff forms.
+PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
 @dataclass(frozen=True, order=True)
@@ -18,11 +22,17 @@ class Period:
 
     @classmethod
     def parse(cls, text: str) -> Period:
-        """``"2025-06"`` → ``Period(2025, 6)``; anything else raises ValueError with the reason."""
-        match = _PERIOD.match(text.strip())
-        if not match or not 1 <= int(match[2]) <= 12 or int(match[1]) < 1970:
-            raise ValueError(f"period must be YYYY-MM (a month from 1970 on), not {text!r}")
+        """``"2025-06"`` → ``Period(2025, 6)``; anything else raises :class:`PeriodError`."""
+        match = PERIOD.match(text.strip())
+        if not match or int(match[1]) < 1970:
+            raise PeriodError(f"period must be YYYY-MM (a month from 1970 on), not {text!r}")
         return cls(int(match[1]), int(match[2]))
+
+    @classmethod
+    def ending_after(cls, start: date) -> Period:
+        """The period that begins on ``start`` (a reading day): it ends a month later."""
+        end = add_months(start, 1)
+        return cls(end.year, end.month)
 
     def __str__(self) -> str:
         return f"{self.year:04d}-{self.month:02d}"
@@ -40,6 +50,15 @@ class Period:
         )
 
 
-def local_midnight(day: date, zone: ZoneInfo) -> datetime:
-    """00:00 of ``day`` in ``zone``, as an aware datetime."""
-    return datetime.combine(day, time(0), tzinfo=zone)
+def add_months(day: date, months: int) -> date:
+    """The same day of another month; reading days are 1–28 so the day always exists."""
+    total = day.year * 12 + day.month - 1 + months
+    return day.replace(year=total // 12, month=total % 12 + 1)
+
+
+def period_start(today: date, reading_day: int) -> date:
+    """The first day of the billing period holding ``today``: the last reading day on or before
+    it."""
+    if today.day >= reading_day:
+        return today.replace(day=reading_day)
+    return add_months(today.replace(day=reading_day), -1)

@@ -22,15 +22,16 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.types.json import Jsonb
 
-from billing.periods import Period, local_midnight
-from billing.tariff import Priced, TariffError, TariffTable, Tier, VatRate, price
+from billing.periods import Period
+from billing.tariff import Priced, TariffTable, Tier, VatRate, price
+from doxa.errors import BillingDataError, NoClosing, TariffError
+from metering.calendar import local_midnight
 from metering.register import (
     DETECTED_DROP,
     DROP_NOISE_KWH,
     MAX_REGISTER_KW,
     REPLACEMENT,
     Closing,
-    NoClosing,
     Point,
     Reset,
     close,
@@ -42,10 +43,6 @@ from metering.register import (
 SEARCH_WINDOW = timedelta(days=62)
 # pg_advisory_xact_lock key prefix "bill": two runs of one period take turns.
 _LOCK_PREFIX = int.from_bytes(b"bill", "big") << 20
-
-
-class BillingDataError(RuntimeError):
-    """The tariff data in the database cannot be used (a malformed table); nothing was written."""
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,8 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Protocol, TypeVar
 
+from doxa.errors import TariffError
 from metering.rounding import half_up
-
-
-class TariffError(ValueError):
-    """No tariff or VAT rate is in force for a day, or a tariff table is malformed."""
 
 
 @dataclass(frozen=True)

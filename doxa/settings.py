@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-
-class SettingsError(ValueError):
-    """A setting has a value that cannot be used; the message names the setting."""
+from doxa.errors import SettingsError
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ flagged estimated when those are more than 2 hours apart, left empty when a side
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +36,10 @@ import psycopg
 import xlsxwriter
 from psycopg import sql
 
+from billing.periods import Period
+from doxa.errors import ExportError, PeriodError
+from schema.identifiers import CUSTOMER_PREFIX
+
 FORMATS = ("csv", "xlsx")
 MEDIA_TYPES = {
     "csv": "text/csv; charset=utf-8",
@@ -47,12 +50,6 @@ XLSX_MAX_ROWS = 1_048_576  # Excel's limit per sheet, the header row included
 XLSX_FETCH_ROWS = 1_000
 CLOSING_LOOKAROUND = "62 days"
 ESTIMATED_GAP = "2 hours"
-PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-CUSTOMER_PREFIX = re.compile(r"^[A-Z0-9]{1,13}$")
-
-
-class ExportError(ValueError):
-    """The export cannot be made as asked (dates reversed, bad period…); one line says why."""
 
 
 @dataclass(frozen=True)
@@ -179,10 +176,11 @@ def local_day_start(day: date, tz: str) -> datetime:
 
 
 def parse_period(period: str) -> tuple[int, int]:
-    match = PERIOD.match(period.strip())
-    if not match:
-        raise ExportError(f"invalid period {period!r}: expected YYYY-MM")
-    return int(match[1]), int(match[2])
+    try:
+        parsed = Period.parse(period)
+    except PeriodError:
+        raise ExportError(f"invalid period {period!r}: expected YYYY-MM") from None
+    return parsed.year, parsed.month
 
 
 def readings(

@@ -10,7 +10,6 @@ serial. Lookups are rate-limited per client address and per customer code (failu
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -39,11 +38,12 @@ from lookup_web.consumption import Amount, period_name
 from lookup_web.customer_dashboard import build
 from lookup_web.i18n import gettext as _
 from lookup_web.security import limiter
+from schema.identifiers import CUSTOMER_CODE, SERIAL
 
 bp = Blueprint("customers", __name__)
 
-CODE_RE = re.compile(r"[A-Z]{2}[A-Z0-9]{4}[0-9]{5,7}")
-SERIAL_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+CODE_RE = CUSTOMER_CODE
+SERIAL_RE = SERIAL
 PAGE_SIZE = 48
 CSV_MAX_DAYS = 400
 CSV_DEFAULT_DAYS = 90

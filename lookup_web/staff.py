@@ -9,6 +9,7 @@ count once it has ended (``complete`` is false when the download was cut short).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,9 +32,11 @@ from wtforms import (
 from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
 import exports
+from billing.periods import PERIOD
 from lookup_web import auth, db
 from lookup_web.security import limiter
 from schema import audit, users
+from schema.identifiers import CUSTOMER_PREFIX
 
 log = logging.getLogger(__name__)
 bp = Blueprint("staff", __name__, url_prefix="/staff")
@@ -62,7 +65,11 @@ class _ExportForm(FlaskForm):  # type: ignore[misc]
         _l("Customer code prefix (branch)"),
         validators=[
             Optional(),
-            Regexp(r"^[A-Za-z0-9]{1,13}$", message=_l("Letters and digits only, e.g. PB0101.")),
+            Regexp(
+                CUSTOMER_PREFIX.pattern,
+                flags=re.IGNORECASE,
+                message=_l("Letters and digits only, e.g. PB0101."),
+            ),
         ],
     )
     fmt = RadioField(
@@ -101,7 +108,7 @@ class PeriodForm(_ExportForm):
         _l("Billing period (YYYY-MM)"),
         validators=[
             DataRequired(),
-            Regexp(r"^\d{4}-(0[1-9]|1[0-2])$", message=_l("Use the form YYYY-MM.")),
+            Regexp(PERIOD, message=_l("Use the form YYYY-MM.")),
         ],
         render_kw={"type": "month", "placeholder": "YYYY-MM"},
     )

@@ -25,6 +25,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from doxa.errors import NoClosing
 from metering.rounding import exact, half_up, half_up_3
 
 MAX_GAP = timedelta(hours=2)
@@ -39,10 +40,6 @@ REPLACEMENT = "replacement"
 DETECTED_DROP = "detected_drop"
 
 _US = timedelta(microseconds=1)
-
-
-class NoClosing(ValueError):
-    """The indices cannot be closed for this period; the message says why, for the bill list."""
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,13 @@
 """Compute one period's bills into the ``bills`` table (contract §8); the I/O shell around the
-pure ``closing`` and ``tariff`` modules.
+pure ``metering.register`` (indices and consumption) and ``billing.tariff`` (amounts).
 
-For every active meter of every customer (each customer's period ends on its reading day of the
-month): find the readings nearest each boundary (indexed ``LIMIT 1`` queries bounded to
-:data:`SEARCH_WINDOW`), the recorded replacements and the register drops between them, close the
-indices, price the consumption and upsert the bill with its breakdown. Re-running replaces draft
-bills and never duplicates; issued bills are left alone. Meters that cannot be billed are listed
-with the reason in the report and in ``bill_skips``, and any draft of theirs is removed.
+Meters are billed in batches of :data:`BATCH`: for each batch, ``schema.register_inputs`` fetches
+the readings nearest both boundaries of every meter's period (each customer's period ends on its
+reading day of the month), the recorded replacements and the register drops between them, in
+three statements whatever the batch size; the indices are closed and priced in Python, and the
+bills upserted with their breakdown in one pipelined round trip. Re-running replaces draft bills
+and never duplicates; issued bills are left alone. Meters that cannot be billed are listed with
+the reason in the report and in ``bill_skips``, and any draft of theirs is removed.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -26,21 +27,13 @@ from billing.periods import Period
 from billing.tariff import Priced, TariffTable, Tier, VatRate, price
 from doxa.errors import BillingDataError, NoClosing, TariffError
 from metering.calendar import local_midnight
-from metering.register import (
-    DETECTED_DROP,
-    DROP_NOISE_KWH,
-    MAX_REGISTER_KW,
-    REPLACEMENT,
-    Closing,
-    Point,
-    Reset,
-    close,
-    outer_readings,
-)
+from metering.register import Closing, Register
+from schema.register_inputs import registers
 
-# How far from a boundary a reading may be and still close it. Also bounds every readings query
-# in time, so the hypertable only opens the chunks around the boundaries.
-SEARCH_WINDOW = timedelta(days=62)
+# Meters whose inputs are fetched together: a few statements per batch.
+BATCH = 1000
+# The bills table keeps indices as numeric(14, 3): a register beyond this is a glitch.
+MAX_INDEX_KWH = Decimal(10) ** 11
 # pg_advisory_xact_lock key prefix "bill": two runs of one period take turns.
 _LOCK_PREFIX = int.from_bytes(b"bill", "big") << 20
 
@@ -54,14 +47,6 @@ class MeterToBill:
     customer_code: str
     reading_day: int
     tariff_group: str
-
-
-class Replacement(NamedTuple):
-    """A row of ``meter_resets``."""
-
-    ts: datetime
-    old_final_kwh: float | None
-    new_start_kwh: float
 
 
 @dataclass(frozen=True)
@@ -79,42 +64,6 @@ class RunReport:
     kept_issued: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
 
-
-# The nearest reading on each side of two instants, each an index scan of (meter_id, ts) bounded
-# in time. A reading exactly at an instant is found on both sides.
-_BRACKETS = """
-(SELECT ts, energy_import_kwh FROM readings
-  WHERE meter_id = %(m)s AND ts <= %(s)s AND ts > %(s_lo)s ORDER BY ts DESC LIMIT 1)
-UNION ALL
-(SELECT ts, energy_import_kwh FROM readings
-  WHERE meter_id = %(m)s AND ts >= %(s)s AND ts < %(s_hi)s ORDER BY ts LIMIT 1)
-UNION ALL
-(SELECT ts, energy_import_kwh FROM readings
-  WHERE meter_id = %(m)s AND ts <= %(e)s AND ts > %(e_lo)s ORDER BY ts DESC LIMIT 1)
-UNION ALL
-(SELECT ts, energy_import_kwh FROM readings
-  WHERE meter_id = %(m)s AND ts >= %(e)s AND ts < %(e_hi)s ORDER BY ts LIMIT 1)
-"""
-
-# Consecutive readings between the outer brackets where the register fell by more than noise
-# (a reset) or climbed faster than a meter can count (a glitch). One range scan per meter that
-# returns only those pairs.
-_STEPS = """
-SELECT prev_ts, prev_kwh, ts, kwh, kwh < prev_kwh - %(noise)s AS dropped FROM (
-  SELECT ts, energy_import_kwh AS kwh,
-         lag(ts) OVER (ORDER BY ts) AS prev_ts,
-         lag(energy_import_kwh) OVER (ORDER BY ts) AS prev_kwh
-    FROM readings WHERE meter_id = %(m)s AND ts >= %(lo)s AND ts <= %(hi)s
-) pairs
-WHERE kwh < prev_kwh - %(noise)s
-   OR kwh - prev_kwh > %(max_kw)s * greatest(extract(epoch FROM ts - prev_ts) / 3600, 1.0 / 3600)
-ORDER BY ts
-"""
-
-_LAST_BEFORE = """
-SELECT ts, energy_import_kwh FROM readings
- WHERE meter_id = %s AND ts < %s AND ts >= %s ORDER BY ts DESC LIMIT 1
-"""
 
 _UPSERT = """
 INSERT INTO bills (customer_id, meter_id, period, period_start, period_end, days,
@@ -166,96 +115,6 @@ def meters_to_bill(conn: psycopg.Connection) -> list[MeterToBill]:
     return [MeterToBill(*row) for row in rows]
 
 
-def _point(row: tuple[datetime, float] | None) -> Point | None:
-    return None if row is None else Point(row[0], row[1])
-
-
-def load_replacements(
-    conn: psycopg.Connection, period: Period, zone: ZoneInfo
-) -> dict[int, list[Replacement]]:
-    """The replacements recorded in ``meter_resets`` that may matter to ``period``, by meter."""
-    before = period.previous()
-    lo = local_midnight(date(before.year, before.month, 1), zone) - SEARCH_WINDOW
-    hi = local_midnight(date(period.year, period.month, 28), zone) + SEARCH_WINDOW
-    found: dict[int, list[Replacement]] = defaultdict(list)
-    for meter_id, *replacement in conn.execute(
-        "SELECT meter_id, ts, old_final_kwh, new_start_kwh FROM meter_resets"
-        " WHERE ts > %s AND ts <= %s ORDER BY meter_id, ts",
-        (lo, hi),
-    ):
-        found[meter_id].append(Replacement(*replacement))
-    return dict(found)
-
-
-def find_resets(
-    conn: psycopg.Connection,
-    meter_id: int,
-    lo: datetime,
-    hi: datetime,
-    recorded: Sequence[Replacement],
-) -> tuple[list[Reset], str | None]:
-    """The register resets of a meter between two instants: the recorded replacements and the
-    drops seen in the readings. Returns them, or a reason not to bill."""
-    replacements = []
-    previous = lo
-    for ts, old_final, new_start in (r for r in recorded if lo < r.ts <= hi):
-        if old_final is not None:
-            old_last: Point | None = Point(ts, old_final)
-        else:  # the old register's last reading stands for its final value
-            old_last = _point(conn.execute(_LAST_BEFORE, (meter_id, ts, previous)).fetchone())
-        replacements.append(Reset(old_last, Point(ts, new_start), REPLACEMENT))
-        previous = ts
-    drops = []
-    steps = conn.execute(
-        _STEPS,
-        {"m": meter_id, "lo": lo, "hi": hi, "noise": DROP_NOISE_KWH, "max_kw": MAX_REGISTER_KW},
-    ).fetchall()
-    for prev_ts, prev_kwh, ts, kwh, dropped in steps:
-        if any(prev_ts < r.new_first.ts <= ts for r in replacements):
-            continue  # explained by a recorded replacement
-        if not dropped:
-            return [], (
-                f"implausible register jump from {prev_kwh:g} to {kwh:g} kWh"
-                f" between {prev_ts:%Y-%m-%d %H:%M %z} and {ts:%Y-%m-%d %H:%M %z}"
-                " (a glitch, or a replacement to record in the inventory)"
-            )
-        drops.append(Reset(Point(prev_ts, prev_kwh), Point(ts, kwh), DETECTED_DROP))
-    return replacements + drops, None
-
-
-def close_meter(
-    conn: psycopg.Connection,
-    meter_id: int,
-    start: datetime,
-    end: datetime,
-    recorded: Sequence[Replacement] = (),
-) -> Closing:
-    """Close a meter's register at ``start`` and ``end`` from the database; raises NoClosing."""
-    readings = [
-        Point(ts, kwh)
-        for ts, kwh in conn.execute(
-            _BRACKETS,
-            {
-                "m": meter_id,
-                "s": start,
-                "s_lo": start - SEARCH_WINDOW,
-                "s_hi": start + SEARCH_WINDOW,
-                "e": end,
-                "e_lo": end - SEARCH_WINDOW,
-                "e_hi": end + SEARCH_WINDOW,
-            },
-        )
-    ]
-    try:
-        first, last = outer_readings(start, end, readings)
-    except NoClosing as exc:
-        raise NoClosing(f"{exc} (searched {SEARCH_WINDOW.days} days)") from None
-    resets, problem = find_resets(conn, meter_id, first.ts, last.ts, recorded)
-    if problem:
-        raise NoClosing(problem)
-    return close(start, end, readings, resets)
-
-
 def breakdown(
     priced: Priced, closing: Closing, meter: MeterToBill, zone: ZoneInfo
 ) -> dict[str, Any]:
@@ -276,10 +135,12 @@ class _Run:
     zone: ZoneInfo
     tariffs: dict[str, list[TariffTable]]
     vat_rates: list[VatRate]
-    replacements: dict[int, list[Replacement]]
+    issued: set[int]
 
 
-def run_bills(conn: psycopg.Connection, period: Period, zone: ZoneInfo) -> RunReport:
+def run_bills(
+    conn: psycopg.Connection[Any], period: Period, zone: ZoneInfo, *, batch: int = BATCH
+) -> RunReport:
     """Compute the bills of ``period`` for every active meter, in one transaction."""
     report = RunReport(str(period))
     with conn.transaction():
@@ -289,49 +150,55 @@ def run_bills(conn: psycopg.Connection, period: Period, zone: ZoneInfo) -> RunRe
         # Timestamps come back in local time, as the customer reads them in messages.
         conn.execute("SELECT set_config('TimeZone', %s, true)", (zone.key,))
         conn.execute("DELETE FROM bill_skips WHERE period = %s", (str(period),))
-        run = _Run(
-            period,
-            zone,
-            load_tariffs(conn),
-            load_vat_rates(conn),
-            load_replacements(conn, period, zone),
-        )
         issued = {
             row[0]
             for row in conn.execute(
                 "SELECT meter_id FROM bills WHERE period = %s AND status = 'issued'", (str(period),)
             )
         }
-        for meter in meters_to_bill(conn):
-            if meter.meter_id in issued:
-                report.kept_issued.append((meter.customer_code, meter.serial))
-                continue
-            try:
-                estimated = _bill_meter(conn, run, meter)
-            except (NoClosing, TariffError) as exc:
-                _record_skip(conn, period, meter, str(exc))
-                report.skipped.append(Skipped(meter.customer_code, meter.serial, str(exc)))
-                continue
-            if estimated is None:
-                report.kept_issued.append((meter.customer_code, meter.serial))
-            else:
-                report.written += 1
-                report.estimated += estimated
+        run = _Run(period, zone, load_tariffs(conn), load_vat_rates(conn), issued)
+        meters = meters_to_bill(conn)
+        for k in range(0, len(meters), batch):
+            _bill_batch(conn, run, meters[k : k + batch], report)
     return report
 
 
-def _bill_meter(conn: psycopg.Connection, run: _Run, meter: MeterToBill) -> bool | None:
-    """Compute and upsert one meter's bill; returns whether it is estimated, or None when an
-    issued bill was in the way."""
-    first_day, closing_day = run.period.dates(meter.reading_day)
-    closing = close_meter(
-        conn,
-        meter.meter_id,
-        local_midnight(first_day, run.zone),
-        local_midnight(closing_day, run.zone),
-        run.replacements.get(meter.meter_id, ()),
-    )
+def period_bounds(period: Period, reading_day: int, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The instants a customer's period starts and ends: 00:00 local of its two reading days."""
+    first_day, closing_day = period.dates(reading_day)
+    return local_midnight(first_day, zone), local_midnight(closing_day, zone)
+
+
+def _bill_batch(
+    conn: psycopg.Connection[Any], run: _Run, meters: Sequence[MeterToBill], report: RunReport
+) -> None:
+    """Bill one batch: fetch every meter's inputs together, price in Python, write together."""
+    todo = [m for m in meters if m.meter_id not in run.issued]
+    report.kept_issued += [(m.customer_code, m.serial) for m in meters if m.meter_id in run.issued]
+    bounds = {m.meter_id: period_bounds(run.period, m.reading_day, run.zone) for m in todo}
+    found = registers(conn, bounds, {m.meter_id: m.serial for m in todo})
+    bills: list[tuple[MeterToBill, tuple[Any, ...]]] = []
+    skips: list[tuple[MeterToBill, str]] = []
+    for meter in todo:
+        try:
+            row = _bill_meter(run, meter, found[meter.meter_id], *bounds[meter.meter_id])
+        except (NoClosing, TariffError) as exc:
+            skips.append((meter, str(exc)))
+            continue
+        bills.append((meter, row))
+    _write(conn, run, bills, skips, report)
+
+
+def _bill_meter(
+    run: _Run, meter: MeterToBill, register: Register, start: datetime, end: datetime
+) -> tuple[Any, ...]:
+    """One meter's bill as the row to upsert; raises NoClosing or TariffError (a skip)."""
+    closing = register.between(start, end)
+    for index in (closing.start_kwh, closing.end_kwh):
+        if abs(index) >= MAX_INDEX_KWH:
+            raise NoClosing(f"register index {index:g} kWh is beyond what a bill holds")
     consumption = closing.consumption_kwh(meter.multiplier)
+    first_day, closing_day = run.period.dates(meter.reading_day)
     try:
         priced = price(
             consumption,
@@ -342,35 +209,52 @@ def _bill_meter(conn: psycopg.Connection, run: _Run, meter: MeterToBill) -> bool
         )
     except TariffError as exc:
         raise TariffError(f"{meter.tariff_group} tariff: {exc}") from None
-    row = conn.execute(
-        _UPSERT,
-        (
-            meter.customer_id,
-            meter.meter_id,
-            str(run.period),
-            first_day,
-            closing_day,
-            (closing_day - first_day).days,
-            closing.start_kwh,
-            closing.end_kwh,
-            consumption,
-            priced.amount_vnd,
-            priced.vat_vnd,
-            priced.total_vnd,
-            closing.estimated,
-            Jsonb(breakdown(priced, closing, meter, run.zone)),
-        ),
-    ).fetchone()
-    return None if row is None else closing.estimated
+    row = (
+        meter.customer_id,
+        meter.meter_id,
+        str(run.period),
+        first_day,
+        closing_day,
+        (closing_day - first_day).days,
+        closing.start_kwh,
+        closing.end_kwh,
+        consumption,
+        priced.amount_vnd,
+        priced.vat_vnd,
+        priced.total_vnd,
+        closing.estimated,
+        Jsonb(breakdown(priced, closing, meter, run.zone)),
+    )
+    return row
 
 
-def _record_skip(conn: psycopg.Connection, period: Period, meter: MeterToBill, reason: str) -> None:
-    """List the meter in ``bill_skips`` and drop the draft it may have from an earlier run."""
-    conn.execute(
-        "DELETE FROM bills WHERE meter_id = %s AND period = %s AND status = 'draft'",
-        (meter.meter_id, str(period)),
-    )
-    conn.execute(
-        "INSERT INTO bill_skips (meter_id, period, customer_id, reason) VALUES (%s, %s, %s, %s)",
-        (meter.meter_id, str(period), meter.customer_id, reason),
-    )
+def _write(
+    conn: psycopg.Connection[Any],
+    run: _Run,
+    bills: Sequence[tuple[MeterToBill, tuple[Any, ...]]],
+    skips: Sequence[tuple[MeterToBill, str]],
+    report: RunReport,
+) -> None:
+    """Upsert the bills (a bill issued meanwhile is kept) and record the skips, pipelined."""
+    period = str(run.period)
+    with conn.cursor() as cur:
+        if bills:
+            cur.executemany(_UPSERT, [row for _, row in bills], returning=True)
+            for meter, row in bills:
+                if cur.fetchone() is None:
+                    report.kept_issued.append((meter.customer_code, meter.serial))
+                else:
+                    report.written += 1
+                    report.estimated += bool(row[12])
+                cur.nextset()
+        if skips:
+            cur.executemany(
+                "DELETE FROM bills WHERE meter_id = %s AND period = %s AND status = 'draft'",
+                [(meter.meter_id, period) for meter, _ in skips],
+            )
+            cur.executemany(
+                "INSERT INTO bill_skips (meter_id, period, customer_id, reason)"
+                " VALUES (%s, %s, %s, %s)",
+                [(meter.meter_id, period, meter.customer_id, reason) for meter, reason in skips],
+            )
+    report.skipped += [Skipped(m.customer_code, m.serial, reason) for m, reason in skips]

@@ -32,12 +32,13 @@ from flask import (
 from flask_wtf.csrf import generate_csrf
 
 import exports
+from billing.periods import Period
 from lookup_web import charts, db, formatting
 from lookup_web import customer_queries as q
-from lookup_web.consumption import Amount, period_name
 from lookup_web.customer_dashboard import build
 from lookup_web.i18n import gettext as _
 from lookup_web.security import limiter
+from metering.usage import Use
 from schema.identifiers import CUSTOMER_CODE, SERIAL
 
 bp = Blueprint("customers", __name__)
@@ -222,7 +223,8 @@ def meter(customer_id: int, serial: str) -> str:
     ]
     month_rows = []
     for a in board.months:
-        name = fmt.month(period_name(a.start))
+        ends = Period.ending_after(a.start)  # a period is named after the month it ends in
+        name = fmt.month(date(ends.year, ends.month, 1))
         month_rows.append(Row(name, name, fmt.kwh(a.kwh), a))
     return render_template(
         "customer/meter.html",
@@ -260,7 +262,7 @@ class Row(NamedTuple):
     label: str  # 20/06/2025 or 07/2025
     short: str  # the label under the bar
     kwh: str  # 6,00 kWh
-    amount: Amount
+    amount: Use
 
 
 def _chart(
@@ -275,7 +277,8 @@ def _chart(
             tooltip += f" ({estimated})"
         if a.partial:
             tooltip += f" ({so_far})"
-        bars.append(charts.Bar(row.short, tooltip, a.kwh, a.estimated, a.partial))
+        value = None if a.kwh is None else float(a.kwh)
+        bars.append(charts.Bar(row.short, tooltip, value, a.estimated, a.partial))
     known = [row.amount.kwh for row in rows if row.amount.kwh is not None]
     return charts.bar_chart(
         bars,

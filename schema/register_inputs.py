@@ -73,7 +73,8 @@ SELECT 'replacement', r.meter_id, r.ts, r.old_final_kwh, r.new_start_kwh,
        p.ts, p.energy_import_kwh, p.quality
   FROM recorded r
   LEFT JOIN LATERAL (SELECT ts, energy_import_kwh, quality FROM readings
-     WHERE meter_id = r.meter_id AND ts < r.ts AND ts >= r.floor AND {_FINITE}
+     WHERE meter_id = r.meter_id AND ts < r.ts AND ts >= r.floor
+       AND ts >= %(low)s AND ts <= %(high)s AND {_FINITE}
      ORDER BY ts DESC LIMIT 1) p ON r.old_final_kwh IS NULL
 UNION ALL
 SELECT 'step', s.meter_id, p.prev_ts, p.prev_kwh, NULL, p.ts, p.kwh, p.quality || '/' || p.prev_q

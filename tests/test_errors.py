@@ -64,7 +64,7 @@ def test_importing_the_tree_loads_nothing_of_the_composition_root() -> None:
     """Any package may import doxa.errors: it brings no command, setting, service or web code,
     and the pure packages built on it (metering, billing's arithmetic) no database driver."""
     code = (
-        "import sys, doxa.errors, metering.register, billing.tariff,"
+        "import sys, doxa.errors, metering.register, metering.usage, billing.tariff,"
         " billing.periods; print(' '.join(sorted(sys.modules)))"
     )
     loaded = set(

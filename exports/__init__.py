@@ -16,19 +16,23 @@ where nothing was reported (contract §3). The two formats then only carry those
 Readings are ordered by time then meter serial: PostgreSQL reads the range in time order through
 the hypertable's time index (the order rows were written in, so pages are read once, in order)
 and only sorts the meters of each instant, so output starts at once and nothing big is sorted.
-Day ranges are local days (both ends inclusive). Closing indices follow contract §8: the
-register at the period's closing instant (the reading day of the month at 00:00 local),
-interpolated linearly between the nearest readings on either side (looked for within 62 days),
-flagged estimated when those are more than 2 hours apart, left empty when a side has no reading.
+Day ranges are local days (both ends inclusive). Closing indices are not SQL: their rows come
+from the metering rule (``metering.register``, contract §8 and §10), the same index the bill ends
+on, made in Python for a batch of meters at a time by ``exports.closing`` (``ExportSpec.rows``);
+both formats write those rows with the same text as the SQL exports (``_csv_text``).
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
@@ -48,8 +52,6 @@ MEDIA_TYPES = {
 CHUNK_BYTES = 256 * 1024
 XLSX_MAX_ROWS = 1_048_576  # Excel's limit per sheet, the header row included
 XLSX_FETCH_ROWS = 1_000
-CLOSING_LOOKAROUND = "62 days"
-ESTIMATED_GAP = "2 hours"
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,9 @@ class ExportSpec:
     timezone: str
     filename: str  # without extension
     detail: Mapping[str, Any] = field(default_factory=dict)  # what the audit log records
+    # Rows made in Python from ``query``'s rows (the closing indices, from the metering rule);
+    # None: the query's rows are the export's.
+    rows: Callable[[psycopg.Connection[Any], ExportSpec], Iterator[tuple[Any, ...]]] | None = None
 
 
 @dataclass
@@ -241,42 +246,19 @@ def bills(period: str, selection: Selection = Selection()) -> ExportSpec:
 
 def closing_indices(period: str, tz: str, selection: Selection = Selection()) -> ExportSpec:
     """Every active meter's register at the close of ``period`` (its customer's reading day of
-    that month, 00:00 local), by customer code then meter serial."""
+    that month, 00:00 local), by customer code then meter serial: the metering rule's index, as
+    the bill ends on it (``exports.closing``)."""
+    from exports import closing
+
     year, month = parse_period(period)
-    params: dict[str, Any] = {"year": year, "month": month, "tz": tz}
+    params: dict[str, Any] = {"year": year, "month": month}
     where = _where(selection, params)
     query = f"""
-        WITH closing AS (
-            SELECT m.id, m.serial, c.code,
-                   make_timestamptz(%(year)s, %(month)s, c.reading_day, 0, 0, 0, %(tz)s) AS at
-            FROM meters m
-            JOIN customers c ON c.id = m.customer_id
-            WHERE m.active AND {where}
-        )
-        SELECT k.code AS customer_code, k.serial AS meter_serial, {_iso("k.at")} AS closing_at,
-               CASE WHEN b.ts IS NULL OR a.ts IS NULL THEN NULL
-                    WHEN a.ts = b.ts THEN round(b.kwh::numeric, 3)
-                    ELSE round((b.kwh + (a.kwh - b.kwh)
-                                * extract(epoch FROM k.at - b.ts)
-                                / extract(epoch FROM a.ts - b.ts))::numeric, 3)
-               END AS index_kwh,
-               CASE WHEN b.ts IS NULL OR a.ts IS NULL THEN NULL
-                    WHEN a.ts - b.ts > interval '{ESTIMATED_GAP}' THEN 'true' ELSE 'false'
-               END AS estimated,
-               {_iso("b.ts")} AS before_ts, b.kwh AS before_kwh,
-               {_iso("a.ts")} AS after_ts, a.kwh AS after_kwh
-        FROM closing k
-        LEFT JOIN LATERAL (
-            SELECT ts, energy_import_kwh AS kwh FROM readings
-            WHERE meter_id = k.id AND ts <= k.at AND ts > k.at - interval '{CLOSING_LOOKAROUND}'
-            ORDER BY ts DESC LIMIT 1
-        ) b ON true
-        LEFT JOIN LATERAL (
-            SELECT ts, energy_import_kwh AS kwh FROM readings
-            WHERE meter_id = k.id AND ts >= k.at AND ts < k.at + interval '{CLOSING_LOOKAROUND}'
-            ORDER BY ts LIMIT 1
-        ) a ON true
-        ORDER BY k.code, k.serial"""
+        SELECT m.id, m.serial, c.code, c.reading_day
+        FROM meters m
+        JOIN customers c ON c.id = m.customer_id
+        WHERE m.active AND {where}
+        ORDER BY c.code, m.serial"""
     return ExportSpec(
         kind="closing_indices",
         columns=CLOSING_COLUMNS,
@@ -285,6 +267,7 @@ def closing_indices(period: str, tz: str, selection: Selection = Selection()) ->
         timezone=tz,
         filename=f"closing-indices_{period.strip()}",
         detail={"period": period.strip(), **selection.describe()},
+        rows=closing.rows,
     )
 
 
@@ -338,6 +321,9 @@ def iter_csv(
 ) -> Iterator[bytes]:
     """The export as CSV with its header, in chunks of about :data:`CHUNK_BYTES`."""
     progress = progress if progress is not None else ExportProgress()
+    if spec.rows is not None:
+        yield from _iter_rows_csv(conn, spec, progress, chunk_bytes)
+        return
     statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(spec.query)
     with conn.transaction():
         _set_session(conn, spec)
@@ -352,6 +338,55 @@ def iter_csv(
                 if buffer:
                     yield bytes(buffer)
             progress.rows = max(cur.rowcount, 0)
+    progress.complete = True
+
+
+def _csv_text(value: Any) -> Any:
+    """A value made in Python written as PostgreSQL writes it in the SQL exports: floats in
+    their shortest exact form (``100``, ``1.5e-05``, ``1e+15``), decimals as they are."""
+    if isinstance(value, float):
+        return _pg_float(value)
+    if isinstance(value, Decimal):
+        return f"{value:f}"
+    return value
+
+
+def _pg_float(x: float) -> str:
+    """PostgreSQL's float8 text (``extra_float_digits`` ≥ 1): Python's shortest repr, without a
+    trailing ``.0`` and with an exponent from 1e15 on (Python waits until 1e16)."""
+    if not math.isfinite(x):
+        return {math.inf: "Infinity", -math.inf: "-Infinity"}.get(x, "NaN")
+    text = repr(x)
+    if "e" in text:
+        return text
+    if abs(x) >= 1e15:
+        sign = "-" if x < 0 else ""
+        whole, _, fraction = text.lstrip("-").partition(".")
+        digits = (whole + fraction).rstrip("0")
+        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{sign}{mantissa}e+{len(whole) - 1}"
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _iter_rows_csv(
+    conn: psycopg.Connection, spec: ExportSpec, progress: ExportProgress, chunk_bytes: int
+) -> Iterator[bytes]:
+    """CSV of an export whose rows are made in Python, with its header, in chunks."""
+    assert spec.rows is not None
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([c.name for c in spec.columns])
+    with conn.transaction():
+        _set_session(conn, spec)
+        for values in spec.rows(conn, spec):
+            writer.writerow([_csv_text(v) for v in values])
+            progress.rows += 1
+            if buffer.tell() >= chunk_bytes:
+                yield buffer.getvalue().encode()
+                buffer.seek(0)
+                buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue().encode()
     progress.complete = True
 
 
@@ -402,6 +437,16 @@ class _XlsxSheets:
             self._next_sheet()
 
 
+def _xlsx_rows(conn: psycopg.Connection, spec: ExportSpec) -> Iterator[tuple[Any, ...]]:
+    if spec.rows is not None:
+        yield from spec.rows(conn, spec)
+        return
+    with conn.cursor(name="doxa_export") as cur:
+        cur.itersize = XLSX_FETCH_ROWS
+        cur.execute(spec.query, spec.params)
+        yield from cur
+
+
 def iter_xlsx(
     conn: psycopg.Connection,
     spec: ExportSpec,
@@ -427,12 +472,9 @@ def iter_xlsx(
         sheets = _XlsxSheets(workbook, spec, max_rows_per_sheet)
         with conn.transaction():
             _set_session(conn, spec)
-            with conn.cursor(name="doxa_export") as cur:
-                cur.itersize = XLSX_FETCH_ROWS
-                cur.execute(spec.query, spec.params)
-                for values in cur:
-                    sheets.write(values)
-                    progress.rows += 1
+            for values in _xlsx_rows(conn, spec):
+                sheets.write(values)
+                progress.rows += 1
         sheets.finish()
         workbook.close()
         with open(path, "rb") as fh:

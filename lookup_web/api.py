@@ -19,7 +19,7 @@ from flask_login import current_user
 from werkzeug.exceptions import HTTPException
 
 import exports
-from lookup_web import auth, db, ops
+from lookup_web import auth, clock, db, ops
 from schema import users
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -190,7 +190,7 @@ def meter_readings(serial: str) -> Any:
 def collectors() -> Any:
     thresholds = ops.Thresholds.from_config()
     with db.connection() as conn:
-        found = ops.collectors(conn, thresholds)
+        found = ops.collectors(conn, thresholds, clock.now())
     return jsonify(
         collectors=[ops.as_json(c) for c in found],
         thresholds={"late_after_s": thresholds.late_after, "down_after_s": thresholds.down_after},
@@ -201,7 +201,7 @@ def collectors() -> Any:
 @api_requires("view_ops")
 def gateways() -> Any:
     with db.connection() as conn:
-        found = ops.gateways(conn)
+        found = ops.gateways(conn, clock.now())
     return jsonify(gateways=[ops.as_json(gw) for gw in found])
 
 
@@ -210,7 +210,7 @@ def gateways() -> Any:
 def stale_meters() -> Any:
     limit = _limit(ops.DEFAULTS["OPS_LIST_LIMIT"])
     with db.connection() as conn:
-        total, found = ops.stale_meters(conn, ops.Thresholds.from_config(), limit)
+        total, found = ops.stale_meters(conn, ops.Thresholds.from_config(), limit, clock.now())
     return jsonify(count=total, meters=[ops.as_json(m) for m in found])
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import wraps
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
@@ -33,7 +33,7 @@ from flask_wtf.csrf import generate_csrf
 
 import exports
 from billing.periods import Period
-from lookup_web import charts, db, formatting
+from lookup_web import charts, clock, db, formatting
 from lookup_web import customer_queries as q
 from lookup_web.customer_dashboard import build
 from lookup_web.i18n import gettext as _
@@ -94,8 +94,7 @@ def _headers(response: Response) -> Response:
 
 
 def _now() -> datetime:
-    clock: Callable[[], datetime] | None = current_app.config.get("CLOCK")
-    return clock() if clock is not None else datetime.now(UTC)
+    return clock.now()
 
 
 def _zone() -> ZoneInfo:

@@ -9,8 +9,8 @@ latest reading), three statements at most, whatever the number of meters:
    given as arrays through ``unnest``: two one-row probes of the ``(meter_id, ts)`` index per
    pair (``LATERAL … ORDER BY ts LIMIT 1``), each first looking no further than a day away so
    TimescaleDB opens only the chunk(s) holding that day;
-2. the pairs with a side not found within a day, again up to ``SEARCH_WINDOW`` (62 days) away
-   (a meter silent over the instant);
+2. the pairs with a side not found within a day, again up to ``SEARCH_WINDOW`` away (a meter
+   silent over the instant);
 3. **Breaks.** Between the outermost readings found for each meter: its recorded replacements
    (``meter_resets``, with the old register's last reading when its final value was not written
    down) and the pairs of consecutive readings where the register fell by more than noise or

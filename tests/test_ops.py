@@ -64,7 +64,7 @@ def test_a_collector_goes_late_then_down_when_its_heartbeats_stop(db, make_app) 
     add_collector(db, "edge-a")
     db.execute(
         "UPDATE collectors SET last_seen = %s, started_at = %s WHERE id = 'edge-a'",
-        (beat, beat - timedelta(hours=2)),
+        (beat, beat - timedelta(hours=3)),
     )
     db.execute(
         "INSERT INTO collector_heartbeats (ts, collector_id, readings_written)"

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exports import _pg_float
 from doxa.errors import NoClosing
+from exports import _pg_float
 from metering.register import Point, Register, is_drop, is_glitch
 from schema.register_inputs import _BREAKS, registers
 

@@ -124,6 +124,11 @@ def test_doxa_web_reports_a_busy_port(doxa: Callable[..., object], db_url: str) 
 def _lookup(port: int, code: str, serial: str) -> int:
     """The lookup form as a browser fills it, each request on a new connection (so any of the
     workers may take it): the status of the POST."""
+    return _lookup_answer(port, code, serial)[0]
+
+
+def _lookup_answer(port: int, code: str, serial: str) -> tuple[int, str]:
+    """The lookup form's POST over HTTP: its status and the session cookie it sets."""
     import http.client
     import re
 
@@ -143,9 +148,10 @@ def _lookup(port: int, code: str, serial: str) -> int:
         body=body,
         headers={"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"},
     )
-    status = conn.getresponse().status
+    response = conn.getresponse()
+    response.read()
     conn.close()
-    return status
+    return response.status, (response.headers["Set-Cookie"] or "").split(";", 1)[0]
 
 
 def test_workers_share_the_lookup_rate_limit(db_url: str, tmp_path: Path) -> None:
@@ -163,24 +169,9 @@ def test_workers_share_the_lookup_rate_limit(db_url: str, tmp_path: Path) -> Non
 
 def _session(port: int, code: str, serial: str) -> str:
     """Sign in with the lookup form over HTTP; the session cookie it sets."""
-    import http.client
-    import re
-
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", "/")
-    response = conn.getresponse()
-    page = response.read().decode()
-    cookie = response.headers["Set-Cookie"].split(";", 1)[0]
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert token is not None
-    body = f"csrf_token={token[1]}&customer_code={code}&meter_serial={serial}"
-    headers = {"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"}
-    conn.request("POST", "/", body=body, headers=headers)
-    response = conn.getresponse()
-    response.read()
-    assert response.status == 302, response.status
-    conn.close()
-    return response.headers["Set-Cookie"].split(";", 1)[0]
+    status, cookie = _lookup_answer(port, code, serial)
+    assert status == 302, status
+    return cookie
 
 
 def test_any_stored_value_gives_a_page_not_a_500(db_url: str, tmp_path: Path) -> None:

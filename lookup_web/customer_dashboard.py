@@ -20,7 +20,7 @@ import psycopg
 from billing.periods import Period, add_months, period_start
 from billing.tariff import Band, band_reached, bands
 from lookup_web import customer_queries as q
-from metering.calendar import ONE_DAY, local_midnight
+from metering.calendar import local_midnight
 from metering.register import Point, Register
 from metering.usage import Use, billed_period, daily, projected_total, use_between
 from schema.register_inputs import registers
@@ -63,8 +63,9 @@ def build(
     billed = q.meter_bills(conn, meter.id, names[:-1])
 
     # The instants the figures rest on: each local midnight of the chart, the boundaries of the
-    # periods not billed yet, and the latest reading.
-    instants = {local_midnight(d, zone) for d in [*day_list, today + ONE_DAY]}
+    # periods not billed yet, and the latest reading (the newest there is: nothing lies after
+    # it, so tonight's midnight needs no look-up).
+    instants = {local_midnight(d, zone) for d in day_list}
     for k, start in enumerate(starts):
         if names[k] not in billed:
             instants.add(local_midnight(start, zone))

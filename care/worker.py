@@ -66,6 +66,7 @@ class Worker:
     lease: timedelta = outbox.DEFAULT_LEASE
     idle: float = 5.0
     periodic: Sequence[Periodic] = ()
+    lock_wait: float = 10.0  # seconds to wait for the id of a run that is just dying
     sent: int = field(default=0, init=False)
 
     def drain_once(self, conn: psycopg.Connection, stop: threading.Event | None = None) -> int:
@@ -119,16 +120,25 @@ class Worker:
             finally:
                 self.close()
 
+    def _lock_id(self, conn: psycopg.Connection, stop: threading.Event) -> None:
+        """Hold this worker id; a run that just died may need a moment to let it go."""
+        deadline = time.monotonic() + self.lock_wait
+        while True:
+            row = conn.execute(
+                "SELECT pg_try_advisory_lock(%s)", (_lock_key(self.worker_id),)
+            ).fetchone()
+            if row and row[0]:
+                return
+            if time.monotonic() > deadline or stop.is_set():
+                raise WorkerIdTaken(f"another notifier is running with id {self.worker_id!r}")
+            stop.wait(0.2)
+
     def _serve(self, stop: threading.Event, ready: Callable[[], None] | None) -> None:
         with (
             psycopg.connect(self.database_url, autocommit=True) as conn,
             psycopg.connect(self.database_url, autocommit=True) as listener,
         ):
-            row = conn.execute(
-                "SELECT pg_try_advisory_lock(%s)", (_lock_key(self.worker_id),)
-            ).fetchone()
-            if not row or not row[0]:
-                raise WorkerIdTaken(f"another notifier is running with id {self.worker_id!r}")
+            self._lock_id(conn, stop)
             released = outbox.release(conn, self.worker_id)
             if released:
                 log.info("%d notice(s) left in flight by a previous run are due again", released)

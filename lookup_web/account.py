@@ -115,10 +115,21 @@ def _page(customer_id: int, status: int = 200, **errors: Any) -> Any:
         masked_phone=mask_phone(account.phone) if account.phone else None,
         masked_email=mask_email(account.email) if account.email else None,
         errors=errors,
-        form=request.form if request.method == "POST" else {},
+        form=_echo() if request.method == "POST" else {},
         sms_on=bool(_config("SMS_URL")),
         email_on=bool(_config("SMTP_URL")),
     ), status
+
+
+def _echo() -> dict[str, str]:
+    """The contact fields as typed, to show again with their error: only values short and
+    printable enough to be a phone or an email (a 10 kB paste or a NUL is not echoed)."""
+    out = {}
+    for name, limit in (("phone", 32), ("email", 254)):
+        value = request.form.get(name, "")
+        if len(value) <= limit and value.isprintable():
+            out[name] = value
+    return out
 
 
 @bp.get("/account")

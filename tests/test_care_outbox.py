@@ -113,7 +113,7 @@ def test_failures_back_off_exponentially_then_go_dead_with_the_last_error(
     worker = _worker(db_url, {"sms": SmsChannel(sms_gateway.url)}, clock)
     waits = []
     with psycopg.connect(db_url, autocommit=True) as conn:
-        for attempt in range(1, 4):
+        for _attempt in range(1, 4):
             assert worker.drain_once(conn) == 1
             state, due, error = db.execute(
                 "SELECT state, next_attempt_at, last_error FROM notices"
@@ -283,7 +283,7 @@ def test_smtp_starttls_when_the_url_asks(
     import ssl
     import subprocess
 
-    from care.mailbox import MaildirStore, serve
+    from care.mailbox import MaildirStore
 
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(

@@ -259,3 +259,22 @@ def test_name_address_and_new_owner_are_requests_reviewed_by_staff(
                       (ids["new_owner"],)).fetchone()[0] == "approved"  # fmt: skip
     mine = client.get("/account").get_data(as_text=True)
     assert "no proof of address" in mine and "đã từ chối" in mine
+
+
+def test_ops_shows_the_outbox_state_per_kind(app: Flask, db: psycopg.Connection) -> None:
+    from care import outbox
+
+    cid = db.execute("SELECT id FROM customers").fetchone()[0]
+    rows = [outbox.Notice(kind, cid, "sms", "+84912345678", "vi", "", "t", f"{kind}:{k}")
+            for kind, k in [("outage", 1), ("outage", 2), ("bill_issued", 3)]]  # fmt: skip
+    outbox.enqueue(db, rows, NOW)
+    db.execute("UPDATE notices SET state = 'dead', last_error = 'SMS gateway answered 400: bad'"
+               " WHERE dedupe_key = 'outage:2'")  # fmt: skip
+    add_staff(db, "minh", "engineer")
+    page = signed_in_client(app, "minh").get("/ops?lang=en").get_data(as_text=True)
+    section = page[page.index('id="notices"') : page.index('id="rejected"')]
+    outage = section[section.index('data-kind="outage"') :]
+    assert '<td class="num" data-field="pending">1</td>' in outage
+    assert '<td class="num" data-field="dead">1</td>' in outage
+    assert "SMS gateway answered 400: bad" in outage
+    assert "Bill issued" in section and "Planned outage" in section

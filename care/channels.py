@@ -131,7 +131,7 @@ def parse_smtp_url(url: str, default_sender: str = DEFAULT_FROM) -> SmtpConfig:
     except ValueError as exc:
         raise ChannelConfigError(f"bad port or timeout in the SMTP URL: {exc}") from exc
     sender = query.get("from", default_sender)
-    if not parseaddr(sender)[1] or any(ch in sender for ch in "\r\n"):
+    if "@" not in parseaddr(sender)[1] or any(ch in sender for ch in "\r\n"):
         raise ChannelConfigError(f"bad sender address {sender!r}")
     return SmtpConfig(
         host=parts.hostname,

@@ -90,7 +90,9 @@ def normalise_email(text: str) -> str:
     local, at, domain = text.rpartition("@")
     if not at or not local or not domain:
         raise ContactError(N_("An email address looks like name@example.vn."))
-    if not _LOCAL.fullmatch(local) or len(local) > 64:
+    if len(local) > 64:
+        raise ContactError(N_("The part before @ is too long (at most 64 characters)."))
+    if not _LOCAL.fullmatch(local):
         raise ContactError(N_("The part before @ has characters an email address cannot have."))
     try:
         ascii_domain = domain.encode("idna").decode("ascii").lower()

@@ -18,7 +18,8 @@ def delay(attempts: int, base: timedelta = BASE, cap: timedelta = CAP) -> timede
     """The wait after the ``attempts``-th failed try (1 → base, 2 → 2 × base, …, ≤ cap)."""
     if attempts < 1:
         return timedelta(0)
-    return min(base * 2 ** min(attempts - 1, 32), cap)
+    grown: timedelta = base * 2 ** min(attempts - 1, 32)
+    return min(grown, cap)
 
 
 def is_dead(attempts: int, max_attempts: int) -> bool:

@@ -67,8 +67,9 @@ class MaildirStore:
         out = []
         for key in sorted(self.maildir.keys()):
             with self.maildir.get_file(key) as fh:
-                out.append(email.message_from_binary_file(fh, policy=email.policy.default))
-        return out  # type: ignore[return-value]
+                data = fh.read()
+            out.append(email.message_from_bytes(data, policy=email.policy.default))
+        return out
 
 
 def serve(handler: Any, host: str = "127.0.0.1", port: int = 0) -> Controller:

@@ -140,7 +140,7 @@ def enqueue_outage(
              for lang in render.LANGUAGES}  # fmt: skip
     pattern = prefix.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
     queued: list[outbox.Notice] = []
-    with conn.cursor(name=None) as cur:
+    with conn.cursor() as cur:
         cur.execute(
             _contacts_sql("outage") + " AND c.province = %s AND c.code LIKE %s ORDER BY c.id",
             (province, pattern),

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 
@@ -131,7 +132,7 @@ def claim(
         )
         params = {"channel": channel, "now": now, "limit": limit, "worker": worker_id,
                   "lease_until": now + lease}  # fmt: skip
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         for due in (_EXPIRED_LEASES, _DUE):
             if len(rows) >= limit:
                 break
@@ -220,4 +221,7 @@ def summary(conn: psycopg.Connection) -> list[KindSummary]:
                    FILTER (WHERE last_error IS NOT NULL AND state IN ('pending', 'dead')))[1]
         FROM notices GROUP BY kind ORDER BY kind"""
     ).fetchall()
-    return [KindSummary(r[0], *(int(x) for x in r[1:6]), r[6], r[7]) for r in rows]
+    return [
+        KindSummary(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]), r[6], r[7])
+        for r in rows
+    ]

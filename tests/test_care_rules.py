@@ -192,3 +192,26 @@ def test_cli_errors_are_one_line(doxa) -> None:  # type: ignore[no-untyped-def]
     )
     assert result.code == 2 and "DOXA_SMTP_URL" in result.err
     assert doxa("notify", "--help").code == 0
+
+
+def test_every_customer_care_string_has_a_vietnamese_translation() -> None:
+    from pathlib import Path
+
+    from babel.messages.extract import extract_from_file
+    from babel.messages.pofile import read_po
+
+    root = Path(__file__).resolve().parent.parent
+    files = [*sorted((root / "care").glob("*.py")), root / "lookup_web" / "account.py",
+             root / "lookup_web" / "reviews.py",
+             root / "lookup_web" / "templates" / "customer" / "account.html",
+             root / "lookup_web" / "templates" / "staff" / "reviews.html"]  # fmt: skip
+    found = set()
+    for path in files:
+        method = "python" if path.suffix == ".py" else "jinja2"
+        for _line, message, _comments, _context in extract_from_file(method, str(path)):
+            found.add(message if isinstance(message, str) else message[0])
+    po = root / "lookup_web" / "translations" / "vi" / "LC_MESSAGES" / "messages.po"
+    with po.open("rb") as fh:
+        catalogue = read_po(fh, locale="vi")
+    assert len(found) > 100
+    assert sorted(m for m in found if not (catalogue.get(m) and catalogue.get(m).string)) == []

@@ -181,14 +181,24 @@ def mark(
             )
 
 
-def release(conn: psycopg.Connection, worker_id: str) -> int:
-    """Rows a previous run of this worker id left in ``sending`` (it died): due again now."""
-    cur = conn.execute(
-        "UPDATE notices SET state = 'pending', lease_until = NULL,"
-        " last_error = coalesce(last_error, 'worker stopped during the send')"
-        " WHERE state = 'sending' AND claimed_by = %s",
-        (worker_id,),
-    )
+def release(conn: psycopg.Connection, worker_id: str, ids: Sequence[int] | None = None) -> int:
+    """Back to ``pending``, due now. Without ``ids``: every row this worker id holds — what a
+    previous run of it left when it died (that try counts). With ``ids``: claimed rows this run
+    did not try after all (stopping, out of time, channel down), their try not counted."""
+    if ids is None:
+        cur = conn.execute(
+            "UPDATE notices SET state = 'pending', lease_until = NULL,"
+            " last_error = coalesce(last_error, 'worker stopped during the send')"
+            " WHERE state = 'sending' AND claimed_by = %s",
+            (worker_id,),
+        )
+    else:
+        cur = conn.execute(
+            "UPDATE notices SET state = 'pending', lease_until = NULL,"
+            " attempts = greatest(attempts - 1, 0)"
+            " WHERE state = 'sending' AND claimed_by = %s AND id = ANY(%s)",
+            (worker_id, list(ids)),
+        )
     return cur.rowcount
 
 

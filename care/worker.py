@@ -30,6 +30,9 @@ from care.channels import Channel, Outcome, Outgoing
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 PeriodicJob = Callable[[psycopg.Connection, datetime], object]
+# Temporary failures in a row after which the rest of a batch is left for later: the server or
+# gateway is down, and every message would wait out its timeout.
+CHANNEL_DOWN_AFTER = 3
 
 
 class WorkerIdTaken(RuntimeError):
@@ -76,14 +79,22 @@ class Worker:
             claimed = outbox.claim(conn, name, self.worker_id, self.clock(), self.batch,
                                    self.lease)  # fmt: skip
             results: list[tuple[outbox.Claimed, Outcome]] = []
+            started = time.monotonic()
+            budget = self.lease.total_seconds() / 2
+            failing = 0
             for row in claimed:
-                if stop is not None and stop.is_set():
+                if (stop is not None and stop.is_set()) or failing >= CHANNEL_DOWN_AFTER:
+                    break
+                if time.monotonic() - started > budget:  # never near the end of the lease
                     break
                 message = Outgoing(row.recipient, row.subject, row.body, row.dedupe_key)
-                results.append((row, channel.send(message)))
+                outcome = channel.send(message)
+                results.append((row, outcome))
+                failing = failing + 1 if outcome.status == "retry" else 0
             outbox.mark(conn, results, self.worker_id, self.clock(), self.max_attempts)
-            if len(results) < len(claimed):  # stopping: the rest are due again at once
-                outbox.release(conn, self.worker_id)
+            untried = [row.id for row in claimed[len(results) :]]
+            if untried:  # due again at once, their try not counted
+                outbox.release(conn, self.worker_id, untried)
             handled += len(results)
             self.sent += sum(1 for _, o in results if o.status == "sent")
         return handled

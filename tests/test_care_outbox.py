@@ -332,3 +332,21 @@ def test_ops_summary_counts_each_state_per_kind(db: psycopg.Connection) -> None:
     (summary,) = outbox.summary(db)
     assert (summary.kind, summary.pending, summary.dead, summary.last_error) == (
         "outage", 2, 1, "boom")  # fmt: skip
+
+
+def test_a_channel_that_is_down_stops_the_batch_without_using_up_tries(
+    db: psycopg.Connection, db_url: str, sms_gateway: SmsGateway
+) -> None:
+    ids = []
+    for k in range(10):
+        cid, meter = add_customer(db, f"PB0101{k:07d}", f"SN-{k}")
+        add_contact(db, cid, phone=f"+8491234567{k}", channel="sms")
+        ids.append(add_bill(db, cid, meter, "2025-06", lines=LINES))
+    notices.enqueue_bill_issued(db, ids, NOW, ZONE)
+    sms_gateway.status = 503
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert _worker(db_url, {"sms": SmsChannel(sms_gateway.url)}).drain_once(conn) == 3
+    assert len(sms_gateway.keys) == 0  # (a 503 is not recorded as received)
+    states = notice_states(db)
+    assert sorted(states).count(("sms", "pending", 1)) == 3  # tried, backing off
+    assert sorted(states).count(("sms", "pending", 0)) == 7  # not tried: no try used up

@@ -45,6 +45,7 @@ def _register_commands() -> None:
         demo,
         export,
         meters,
+        outages,
         services,
         simulate,
         users,
@@ -53,6 +54,7 @@ def _register_commands() -> None:
 
     for module in (db, meters, services, collect, simulate, bills, export, users, web, demo):
         cli.add_command(module.command)
+    cli.add_command(outages.command)
 
 
 _register_commands()

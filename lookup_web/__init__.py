@@ -12,7 +12,20 @@ from typing import Any
 
 from flask import Flask
 
-from lookup_web import api, auth, customers, db, errors, health, i18n, ops, security, staff
+from lookup_web import (
+    api,
+    auth,
+    customers,
+    db,
+    errors,
+    health,
+    i18n,
+    ops,
+    outages,
+    security,
+    service_requests,
+    staff,
+)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -40,6 +53,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     auth.init_app(app)
     for blueprint in (health.bp, customers.bp, staff.bp, ops.bp, api.bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(outages.bp)
+    app.register_blueprint(service_requests.bp)
     return app
 
 

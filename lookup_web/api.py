@@ -18,8 +18,9 @@ from flask import Blueprint, current_app, g, jsonify, request, url_for
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException
 
-from lookup_web import auth, db, ops
+from lookup_web import auth, clock, db, ops
 from schema import exports, users
+from servicedesk import outage_store
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -230,6 +231,36 @@ def completeness() -> Any:
     return jsonify(day=day.isoformat(), provinces=[ops.as_json(p) for p in found])
 
 
+# -- planned outages (public) ------------------------------------------------------------------
+
+
+@bp.get("/outages")
+def outages() -> Any:
+    """Planned outages that have not ended, soonest first; public, and naming no customer."""
+    province = request.args.get("province") or None
+    if province is not None and len(province) > 100:
+        raise ApiError(400, "province is at most 100 characters")
+    zone = ZoneInfo(_timezone())
+    now = clock.now()
+    with db.connection() as conn:
+        found = outage_store.upcoming_in(conn, province, now, limit=_limit(500))
+    return jsonify(
+        outages=[
+            {
+                "id": o.id,
+                "province": o.province,
+                "customer_prefix": o.customer_prefix,
+                "scope": o.scope,
+                "start": o.starts_at.astimezone(zone).isoformat(),
+                "end": o.ends_at.astimezone(zone).isoformat(),
+                "reason": o.reason,
+                "state": o.display_state(now),
+            }
+            for o in found
+        ]
+    )
+
+
 # -- OpenAPI -----------------------------------------------------------------------------------
 
 
@@ -307,6 +338,24 @@ def openapi_document() -> dict[str, Any]:
             ),
             "/rejected-messages": _get("The newest rejected messages", "Rejected", [_LIMIT]),
             "/completeness": _get("Yesterday's read completeness per province", "Completeness"),
+            "/outages": {
+                "get": {
+                    **_get(
+                        "Planned outages that have not ended, soonest first (public; no "
+                        "customer data: an outage of listed customers has scope `customers`)",
+                        "Outages",
+                        [
+                            _query("province", "only this province", {"type": "string"}),
+                            _query(
+                                "limit",
+                                "at most this many (1–10000, default 500)",
+                                {"type": "integer"},
+                            ),
+                        ],
+                    )["get"],
+                    "security": [],
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -386,6 +435,37 @@ def openapi_document() -> dict[str, Any]:
                     "properties": {"count": {"type": "integer"}, "meters": {"type": "array"}},
                 },
                 "Rejected": {"type": "object", "properties": {"messages": {"type": "array"}}},
+                "Outages": {
+                    "type": "object",
+                    "required": ["outages"],
+                    "properties": {
+                        "outages": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": [
+                                    "id",
+                                    "province",
+                                    "scope",
+                                    "start",
+                                    "end",
+                                    "reason",
+                                    "state",
+                                ],
+                                "properties": {
+                                    "id": {"type": "integer"},
+                                    "province": {"type": "string"},
+                                    "customer_prefix": {"type": ["string", "null"]},
+                                    "scope": {"enum": ["province", "branch", "customers"]},
+                                    "start": _TIME,
+                                    "end": _TIME,
+                                    "reason": {"type": "string"},
+                                    "state": {"enum": ["planned", "ongoing"]},
+                                },
+                            },
+                        }
+                    },
+                },
                 "Completeness": {
                     "type": "object",
                     "properties": {

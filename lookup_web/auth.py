@@ -14,6 +14,8 @@ What each role may do (tests/test_staff_matrix.py checks every route against it)
 | `view_ops`        | `/ops` and the health API              | yes     | yes      | yes   |
 | `ops_admin`       | actions on `/ops` (forget a collector) | no      | no       | yes   |
 | `view_audit`      | the audit log at `/staff/audit`        | no      | no       | yes   |
+| `manage_outages`  | plan, edit, cancel outages             | no      | yes      | yes   |
+| `work_requests`   | service requests and on-time shares    | yes     | yes      | yes   |
 
 A user may hold several roles (``doxa users add NAME --role engineer --role billing``).
 Cookies: HttpOnly, SameSite=Lax, and Secure whenever the request came over HTTPS (or always,
@@ -43,6 +45,8 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "view_ops": frozenset({"billing", "engineer", "admin"}),
     "ops_admin": frozenset({"admin"}),
     "view_audit": frozenset({"admin"}),
+    "manage_outages": frozenset({"engineer", "admin"}),
+    "work_requests": frozenset({"billing", "engineer", "admin"}),
 }
 SIGNED_IN_AT = "staff_signed_in_at"
 DEFAULTS: dict[str, Any] = {

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import wraps
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
@@ -32,7 +32,7 @@ from flask import (
 )
 from flask_wtf.csrf import generate_csrf
 
-from lookup_web import charts, db, formatting
+from lookup_web import charts, clock, db, formatting, service_desk_panel
 from lookup_web import customer_queries as q
 from lookup_web.consumption import Amount, period_name
 from lookup_web.customer_dashboard import build
@@ -93,8 +93,7 @@ def _headers(response: Response) -> Response:
 
 
 def _now() -> datetime:
-    clock: Callable[[], datetime] | None = current_app.config.get("CLOCK")
-    return clock() if clock is not None else datetime.now(UTC)
+    return clock.now()
 
 
 def _zone() -> ZoneInfo:
@@ -215,6 +214,7 @@ def meter(customer_id: int, serial: str) -> str:
     with db.connection() as conn:
         customer, m, all_meters = _customer_and_meter(conn, customer_id, serial)
         board = build(conn, customer, m, now=now, zone=zone, days=days)
+        service_desk = service_desk_panel.panel(conn, customer_id)
     today = now.astimezone(zone).date()
     fmt = formatting.formatter()
     day_rows = [
@@ -251,6 +251,7 @@ def meter(customer_id: int, serial: str) -> str:
         ),
         csv_from=today - timedelta(days=CSV_DEFAULT_DAYS - 1),
         csv_to=today,
+        **service_desk,
     )
 
 

@@ -50,6 +50,13 @@ class Outage:
     def display_state(self, now: datetime) -> str:
         return outages.display_state(self.state, self.starts_at, self.ends_at, now)
 
+    @property
+    def scope(self) -> str:
+        """Whom it covers, without naming anyone: ``province``, ``branch`` or ``customers``."""
+        if self.customer_codes:
+            return "customers"
+        return "branch" if self.customer_prefix else "province"
+
     def as_record(self) -> dict[str, Any]:
         """What the audit log keeps of it (before and after a change)."""
         return {
@@ -88,7 +95,7 @@ def _check_area(conn: psycopg.Connection, area: Area) -> None:
         "SELECT EXISTS (SELECT 1 FROM customers WHERE province = %s)", (area.province,)
     ).fetchone()
     if not known or not known[0]:
-        raise ServiceDeskError(f"no customers in province {area.province!r}")
+        raise ServiceDeskError("no customers in province %(province)s", province=area.province)
     if area.customer_codes:
         rows = conn.execute(
             "SELECT code FROM customers WHERE code = ANY (%s) AND province = %s",
@@ -97,8 +104,7 @@ def _check_area(conn: psycopg.Connection, area: Area) -> None:
         missing = sorted(set(area.customer_codes) - {r[0] for r in rows})
         if missing:
             raise ServiceDeskError(
-                f"no customer {missing[0]} in {area.province}"
-                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                "no customer %(code)s in %(province)s", code=missing[0], province=area.province
             )
 
 
@@ -156,9 +162,11 @@ def edit(
     with conn.transaction():
         before = get(conn, outage_id, lock=True)
         if before is None:
-            raise ServiceDeskError(f"no outage {outage_id}")
+            raise ServiceDeskError("no outage %(id)s", id=outage_id)
         if before.state != "planned" or before.ends_at <= now:
-            raise ServiceDeskError(f"outage {outage_id} is {before.display_state(now)}")
+            raise ServiceDeskError(
+                "outage %(id)s is %(state)s", id=outage_id, state=before.display_state(now)
+            )
         if (before.area, before.starts_at, before.ends_at, before.reason) == (
             area,
             starts_at,
@@ -202,9 +210,11 @@ def cancel(
     with conn.transaction():
         before = get(conn, outage_id, lock=True)
         if before is None:
-            raise ServiceDeskError(f"no outage {outage_id}")
+            raise ServiceDeskError("no outage %(id)s", id=outage_id)
         if before.state != "planned" or before.ends_at <= now:
-            raise ServiceDeskError(f"outage {outage_id} is {before.display_state(now)}")
+            raise ServiceDeskError(
+                "outage %(id)s is %(state)s", id=outage_id, state=before.display_state(now)
+            )
         conn.execute(
             "UPDATE planned_outages SET state = 'cancelled', cancel_note = %s, updated_by = %s,"
             " updated_at = %s WHERE id = %s",
@@ -234,14 +244,18 @@ def listing(
     )
 
 
-def upcoming_in(conn: psycopg.Connection, province: str, now: datetime) -> list[Outage]:
-    """The province's planned outages that have not ended, soonest first (the public page)."""
+def upcoming_in(
+    conn: psycopg.Connection, province: str | None, now: datetime, limit: int = 200
+) -> list[Outage]:
+    """Planned outages (of one province) that have not ended, soonest first (the public page
+    and API)."""
+    where = " AND province = %(province)s" if province is not None else ""
     return _fetch(
         conn,
         f"SELECT {_COLUMNS} FROM planned_outages"
-        " WHERE province = %s AND state = 'planned' AND ends_at > %s"
-        " ORDER BY starts_at, id LIMIT 200",
-        (province, now),
+        f" WHERE state = 'planned' AND ends_at > %(now)s{where}"
+        " ORDER BY starts_at, id LIMIT %(limit)s",
+        {"province": province, "now": now, "limit": limit},
     )
 
 

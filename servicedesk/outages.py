@@ -72,10 +72,10 @@ def make_area(province: str, prefix: str | None, codes: Sequence[str] = ()) -> A
     if prefix and codes:
         raise ServiceDeskError("give a customer-code prefix or a list of customers, not both")
     if len(codes) > MAX_CODES:
-        raise ServiceDeskError(f"at most {MAX_CODES} customer codes")
+        raise ServiceDeskError("at most %(n)s customer codes", n=MAX_CODES)
     bad = [c for c in codes if not CODE_RE.fullmatch(c)]
     if bad:
-        raise ServiceDeskError(f"not a customer code: {bad[0][:20]}")
+        raise ServiceDeskError("not a customer code: %(code)s", code=bad[0][:20])
     return Area(province, prefix, codes)
 
 
@@ -131,7 +131,7 @@ def parse_time(text: str, zone: ZoneInfo) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise ServiceDeskError(f"not an ISO 8601 time: {text[:40]!r}") from None
+        raise ServiceDeskError("not an ISO 8601 time: %(text)s", text=text[:40]) from None
     if not 2000 <= value.year <= 2200:
-        raise ServiceDeskError(f"not a plausible time: {text[:40]!r}")
+        raise ServiceDeskError("not a plausible time: %(text)s", text=text[:40])
     return value.replace(tzinfo=zone) if value.tzinfo is None else value

@@ -94,17 +94,17 @@ def file(
 ) -> ServiceRequest:
     """File a request for the customer; its deadline is fixed now."""
     if kind not in standards.KINDS:
-        raise ServiceDeskError(f"unknown request kind {kind!r}")
+        raise ServiceDeskError("unknown request kind %(kind)s", kind=kind[:40])
     text.check(description, text.DESCRIPTION_MAX, "description")
     phone = text.phone_problem(contact_phone)
     if phone is not None:
-        raise ServiceDeskError(f"contact phone: {phone}")
+        raise ServiceDeskError("contact phone: %(problem)s", problem=phone)
     with conn.transaction():
         found = conn.execute(
             "SELECT code, province, tariff_group FROM customers WHERE id = %s", (customer_id,)
         ).fetchone()
         if found is None:
-            raise ServiceDeskError(f"no customer {customer_id}")
+            raise ServiceDeskError("no customer %(id)s", id=customer_id)
         code, province, tariff_group = found
         areas = conn.execute(
             "SELECT customer_prefix, area FROM service_areas"
@@ -227,7 +227,7 @@ def change_state(
             "SELECT state FROM service_requests WHERE id = %s FOR UPDATE", (request_id,)
         ).fetchone()
         if row is None:
-            raise ServiceDeskError(f"no request {request_id}")
+            raise ServiceDeskError("no request %(id)s", id=request_id)
         standards.check_transition(row[0], new_state)
         closed = now if new_state not in standards.OPEN_STATES else None
         conn.execute(

@@ -64,7 +64,13 @@ def pick(standards: Iterable[Standard], kind: str, klass: str, area: str, on: da
         and s.effective_from <= on
     ]
     if not candidates:
-        raise ServiceDeskError(f"no service standard for {kind} ({klass}, {area}) on {on}")
+        raise ServiceDeskError(
+            "no service standard for %(kind)s (%(klass)s, %(area)s) on %(day)s",
+            kind=kind,
+            klass=klass,
+            area=area,
+            day=on.isoformat(),
+        )
     return max(
         candidates,
         key=lambda s: (s.customer_class != "any", s.area != "any", s.effective_from),
@@ -73,4 +79,6 @@ def pick(standards: Iterable[Standard], kind: str, klass: str, area: str, on: da
 
 def check_transition(current: str, new: str) -> None:
     if new not in TRANSITIONS.get(current, ()):
-        raise ServiceDeskError(f"a request that is {current} cannot become {new}")
+        raise ServiceDeskError(
+            "a request that is %(current)s cannot become %(new)s", current=current, new=new
+        )

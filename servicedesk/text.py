@@ -36,7 +36,9 @@ def check(text: str, limit: int, what: str, *, required: bool = True) -> str:
     found = problem(text, limit, required=required)
     if found is not None:
         message = found % {"n": limit}
-        raise ServiceDeskError(f"{what}: {message[0].lower()}{message[1:].rstrip('.')}")
+        raise ServiceDeskError(
+            "%(what)s: %(problem)s", what=what, problem=message[0].lower() + message[1:-1]
+        )
     return text
 
 

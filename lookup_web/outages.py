@@ -17,12 +17,13 @@ from wtforms import SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import ValidationError
 
 from lookup_web import auth, clock, db
-from lookup_web.service_desk_panel import describe
+from lookup_web.service_desk_panel import describe, public_headers
 from schema.exports import provinces
 from servicedesk import outage_store, outages, text
 from servicedesk.errors import ServiceDeskError
 
 bp = Blueprint("outages", __name__)
+bp.after_request(public_headers)
 
 
 def _zone() -> ZoneInfo:

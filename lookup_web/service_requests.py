@@ -33,10 +33,10 @@ from wtforms import SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import ValidationError
 
 from lookup_web import auth, clock, db
-from lookup_web.customers import CONTENT_SECURITY_POLICY, customer_required
+from lookup_web.customers import customer_required
 from lookup_web.outages import free_text
 from lookup_web.security import limiter
-from lookup_web.service_desk_panel import describe, kind_labels, state_labels
+from lookup_web.service_desk_panel import describe, kind_labels, public_headers, state_labels
 from schema.exports import provinces
 from servicedesk import request_store, standards, text
 from servicedesk.errors import ServiceDeskError
@@ -54,13 +54,7 @@ def _setup(state: Any) -> None:
         state.app.config.setdefault(key, value)
 
 
-@bp.after_request
-def _headers(response: Response) -> Response:
-    if not request.path.startswith("/staff"):
-        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        response.headers.setdefault("Cache-Control", "no-store")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    return response
+bp.after_request(public_headers)
 
 
 def _zone() -> ZoneInfo:

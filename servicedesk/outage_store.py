@@ -334,25 +334,37 @@ def due_notices(conn: psycopg.Connection, now: datetime) -> list[DueNotice]:
     return due
 
 
-Enqueue = Callable[[psycopg.Connection, DueNotice], None]
+# Hands the notices just chosen to the outbox, in the same transaction.
+Enqueue = Callable[[psycopg.Connection, list[DueNotice]], object]
 
 
 def choose_notices(
     conn: psycopg.Connection, now: datetime, enqueue: Enqueue | None = None
 ) -> list[DueNotice]:
-    """Record the notices due at ``now`` and hand each one to ``enqueue`` (the outbox), in one
-    transaction: a notice is handed over exactly once, even when two runs overlap."""
-    chosen = []
+    """Record the notices due at ``now`` and hand them to ``enqueue`` (the outbox), in one
+    transaction: a notice is handed over exactly once, even when two runs overlap (the second
+    run's insert finds the first's rows and hands over nothing)."""
     with conn.transaction():
-        for notice in due_notices(conn, now):
-            inserted = conn.execute(
-                "INSERT INTO outage_notices (outage_id, customer_id, outage_version, kind,"
-                " chosen_at) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING seq",
-                (notice.outage_id, notice.customer_id, notice.outage_version, notice.kind, now),
-            ).fetchone()
-            if inserted is None:
-                continue
-            if enqueue is not None:
-                enqueue(conn, notice)
-            chosen.append(notice)
+        due = due_notices(conn, now)
+        if not due:
+            return []
+        rows = conn.execute(
+            "INSERT INTO outage_notices (outage_id, customer_id, outage_version, kind, chosen_at)"
+            " SELECT o, c, v, k, %s FROM unnest(%s::bigint[], %s::bigint[], %s::int[], %s::text[])"
+            " AS t(o, c, v, k) ON CONFLICT DO NOTHING RETURNING outage_id, customer_id,"
+            " outage_version, kind",
+            (
+                now,
+                [n.outage_id for n in due],
+                [n.customer_id for n in due],
+                [n.outage_version for n in due],
+                [n.kind for n in due],
+            ),
+        ).fetchall()
+        inserted = set(rows)
+        chosen = [
+            n for n in due if (n.outage_id, n.customer_id, n.outage_version, n.kind) in inserted
+        ]
+        if enqueue is not None and chosen:
+            enqueue(conn, chosen)
     return chosen

@@ -252,7 +252,9 @@ def test_outages_are_checked_audited_and_shown_to_the_right_customers(db) -> Non
 
 def _chosen(db: psycopg.Connection, now: datetime) -> set[tuple[str, str]]:
     handed: list[tuple[str, str]] = []
-    outage_store.choose_notices(db, now, lambda conn, n: handed.append((n.customer_code, n.kind)))
+    outage_store.choose_notices(
+        db, now, lambda conn, ns: handed.extend((n.customer_code, n.kind) for n in ns)
+    )
     return set(handed)
 
 

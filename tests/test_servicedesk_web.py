@@ -118,6 +118,7 @@ def test_an_outage_shows_on_the_page_of_its_area_only_and_goes_when_cancelled(
     text = public.get_data(as_text=True)
     assert public.status_code == 200 and f'data-outage="{outage_id}"' in text
     assert "Whole province" in text and "PB0101000001" not in text and "<script>" not in text
+    assert "script-src 'none'" in public.headers["Content-Security-Policy"]
     assert app.test_client().get("/outages?province=Nowhere").status_code == 404
     api = app.test_client().get("/api/v1/outages?province=Bình Dương").get_json()
     assert api == {

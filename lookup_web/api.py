@@ -354,6 +354,10 @@ def openapi_document() -> dict[str, Any]:
                         ],
                     )["get"],
                     "security": [],
+                    "responses": {
+                        "200": _get("", "Outages")["get"]["responses"]["200"],
+                        "400": {"description": "A bad province or limit"},
+                    },
                 }
             },
             "/openapi.json": {

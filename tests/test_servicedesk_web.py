@@ -170,8 +170,24 @@ def test_an_outage_shows_on_the_page_of_its_area_only_and_goes_when_cancelled(
     actions = [row[0] for row in db.execute("SELECT action FROM audit_log WHERE actor = 'thu'")]
     assert actions == ["login", "outage.add", "outage.edit", "outage.cancel"]
 
-    # Once ended, it is gone from the customer's page too (the clock moves, nothing races).
-    assert staff.get(f"/staff/outages/{outage_id}").status_code == 200
+    assert "đã hủy" in staff.get(f"/staff/outages/{outage_id}").get_data(as_text=True)
+
+
+def test_an_outage_leaves_the_customer_page_when_it_ends(db, site, make_app, clock) -> None:
+    from servicedesk import outage_store
+    from servicedesk.outages import Area
+
+    start = FRIDAY + timedelta(hours=1)
+    outage_store.add(
+        db, Area("Đồng Nai"), start, start + timedelta(hours=2), "Thay cáp", "t", FRIDAY
+    )
+    app = make_app()
+    client = customer_client(app, "PB0303000001", "SN-DN-1")
+    clock.now = start + timedelta(hours=1)  # ongoing: still shown, marked so
+    page = client.get("/meters/SN-DN-1").get_data(as_text=True)
+    assert 'data-outage="1"' in page and "đang diễn ra" in page
+    clock.now = start + timedelta(hours=2)
+    assert 'data-outage="' not in client.get("/meters/SN-DN-1").get_data(as_text=True)
 
 
 def test_outage_form_errors_are_messages(db, site, make_app) -> None:
@@ -198,6 +214,8 @@ def test_outage_form_errors_are_messages(db, site, make_app) -> None:
         r = _post(staff, "/staff/outages", "/staff/outages", {**base, **change})
         assert r.status_code == 400, change
         assert message in r.get_data(as_text=True), (change, r.get_data(as_text=True)[-3000:])
+    big = _post(staff, "/staff/outages", "/staff/outages", {**base, "reason": "x" * 100_000})
+    assert big.status_code == 413 and "quá lớn" in big.get_data(as_text=True)
     assert db.execute("SELECT count(*) FROM planned_outages").fetchone() == (0,)
 
 

@@ -45,6 +45,7 @@ def _register_commands() -> None:
         demo,
         export,
         meters,
+        notify,
         outages,
         services,
         simulate,
@@ -52,7 +53,8 @@ def _register_commands() -> None:
         web,
     )
 
-    for module in (db, meters, services, collect, simulate, bills, export, users, web, demo):
+    for module in (db, meters, services, collect, simulate, bills, export, users, web, demo,
+                   notify):  # fmt: skip
         cli.add_command(module.command)
     cli.add_command(outages.command)
 

@@ -13,6 +13,7 @@ from typing import Any
 from flask import Flask
 
 from lookup_web import (
+    account,
     api,
     auth,
     customers,
@@ -22,6 +23,7 @@ from lookup_web import (
     i18n,
     ops,
     outages,
+    reviews,
     security,
     service_requests,
     staff,
@@ -51,7 +53,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     security.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
-    for blueprint in (health.bp, customers.bp, staff.bp, ops.bp, api.bp):
+    for blueprint in (health.bp, customers.bp, staff.bp, ops.bp, api.bp, account.bp, reviews.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(outages.bp)
     app.register_blueprint(service_requests.bp)

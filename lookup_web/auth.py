@@ -14,6 +14,7 @@ What each role may do (tests/test_staff_matrix.py checks every route against it)
 | `view_ops`        | `/ops` and the health API              | yes     | yes      | yes   |
 | `ops_admin`       | actions on `/ops` (forget a collector) | no      | no       | yes   |
 | `view_audit`      | the audit log at `/staff/audit`        | no      | no       | yes   |
+| `review_accounts` | customers' requests at `/staff/reviews` | yes    | no       | yes   |
 | `manage_outages`  | plan, edit, cancel outages             | no      | yes      | yes   |
 | `work_requests`   | service requests and on-time shares    | yes     | yes      | yes   |
 
@@ -45,6 +46,7 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "view_ops": frozenset({"billing", "engineer", "admin"}),
     "ops_admin": frozenset({"admin"}),
     "view_audit": frozenset({"admin"}),
+    "review_accounts": frozenset({"billing", "admin"}),
     "manage_outages": frozenset({"engineer", "admin"}),
     "work_requests": frozenset({"billing", "engineer", "admin"}),
 }

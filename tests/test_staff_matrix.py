@@ -99,6 +99,14 @@ CASES = [
         "/staff/audit",
         _all("403", **PAGE, admin="ok"),
     ),
+    Case("GET", "/staff/reviews", _all("ok", **PAGE, engineer="403")),
+    Case(
+        "POST",
+        "/staff/reviews/<int:request_id>",
+        _all("ok", **PAGE, engineer="403"),
+        path=lambda ids: "/staff/reviews/999999",
+        form={"decision": "reject", "reason": "matrix"},
+    ),
     Case("GET", "/ops", _all("ok", **PAGE)),
     Case(
         "POST",

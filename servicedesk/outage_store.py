@@ -294,6 +294,8 @@ class DueNotice:
     starts_at: datetime
     ends_at: datetime
     reason: str
+    province: str
+    customer_prefix: str | None
 
 
 _CANDIDATES_SQL = f"""
@@ -311,7 +313,8 @@ _CANDIDATES_SQL = f"""
         UNION
         SELECT outage_id, customer_id FROM last
     )
-    SELECT o.id, o.version, o.starts_at, o.ends_at, o.reason, c.id, c.code,
+    SELECT o.id, o.version, o.starts_at, o.ends_at, o.reason, o.province, o.customer_prefix,
+           c.id, c.code,
            (o.state = 'planned' AND {COVERS_SQL}) AS covered, l.kind, l.outage_version
     FROM candidates k
     JOIN live o ON o.id = k.outage_id
@@ -324,13 +327,17 @@ def due_notices(conn: psycopg.Connection, now: datetime) -> list[DueNotice]:
     """Every notice due at ``now`` (nothing is recorded: see :func:`choose_notices`)."""
     due = []
     rows = conn.execute(_CANDIDATES_SQL, {"now": now, "lead": outages.NOTICE_LEAD})
-    for oid, version, start, end, reason, cid, code, covered, kind, told_version in rows:
+    for row in rows:
+        oid, version, start, end, reason, province, prefix, cid, code, covered = row[:10]
+        kind, told_version = row[10:]
         last = LastNotice(kind, told_version) if kind is not None else None
         found = outages.notice_due(
             covered=bool(covered), version=version, starts_at=start, ends_at=end, last=last, now=now
         )
         if found is not None:
-            due.append(DueNotice(oid, version, cid, code, found, start, end, reason))
+            due.append(
+                DueNotice(oid, version, cid, code, found, start, end, reason, province, prefix)
+            )
     return due
 
 

@@ -78,5 +78,5 @@ def test_outage_notices_reach_the_outbox_once_per_step(db) -> None:
     assert "da huy" in cancelled[0][3]  # SMS: GSM-7, without diacritics
     job(db, START - timedelta(hours=1))
     assert len(_queued(db)) == 6
-    # Every choice is recorded, contact or not (the customer without one is simply not sent).
-    assert db.execute("SELECT count(*) FROM outage_notices").fetchone() == (9,)
+    # Every choice is recorded, contact or not: 4 customers × planned, changed, cancelled.
+    assert db.execute("SELECT count(*) FROM outage_notices").fetchone() == (12,)

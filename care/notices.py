@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -149,6 +150,38 @@ def enqueue_outage(
             contact = Contact(*row)
             queued += _notices("outage", contact, texts[contact.language], f"outage:{outage_id}",
                                expires_at=end)  # fmt: skip
+    return outbox.enqueue(conn, queued, now)
+
+
+def enqueue_outage_notices(
+    conn: psycopg.Connection, due: Sequence[Any], now: datetime, zone: ZoneInfo
+) -> int:
+    """Queue the outage notices chosen by ``servicedesk.outage_store.choose_notices`` (issue
+    16): per customer, ``planned`` 24 hours ahead, ``changed`` or ``cancelled`` afterwards, each
+    once (key ``outage:<id>:<customer>:v<version>:<kind>``), expiring when the outage ends.
+    Customers without a confirmed contact, or who switched outage notices off, get none."""
+    if not due:
+        return 0
+    rows = conn.execute(
+        _contacts_sql("outage") + " AND c.id = ANY(%s)",
+        (sorted({n.customer_id for n in due}),),
+    ).fetchall()
+    contacts = {r[0]: Contact(*r) for r in rows}
+    queued: list[outbox.Notice] = []
+    for n in due:
+        contact = contacts.get(n.customer_id)
+        if contact is None:
+            continue
+        area = f"{n.province} ({n.customer_prefix})" if n.customer_prefix else n.province
+        if n.kind == "cancelled":
+            texts = render.outage_cancelled(contact.language, area=area, start=n.starts_at,
+                                            zone=zone)  # fmt: skip
+        else:
+            make = render.outage if n.kind == "planned" else render.outage_changed
+            texts = make(contact.language, area=area, start=n.starts_at, end=n.ends_at,
+                         reason=n.reason, zone=zone)  # fmt: skip
+        key = f"outage:{n.outage_id}:{n.customer_id}:v{n.outage_version}:{n.kind}"
+        queued += _notices("outage", contact, texts, key, expires_at=n.ends_at)
     return outbox.enqueue(conn, queued, now)
 
 

@@ -193,6 +193,48 @@ def outage(
     return Texts(email, gsm.fit(sms))
 
 
+def outage_changed(
+    language: str, *, area: str, start: datetime, end: datetime, reason: str, zone: ZoneInfo
+) -> Texts:
+    """A planned outage the customer was told of has changed (issue 16): its new times."""
+    _ = _Language(language)
+    values = {"area": area, "start": _.when(start, zone), "end": _.when(end, zone)}
+    email = _.email(
+        _(N_("Planned power outage in %(area)s changed"), area=area),
+        _(N_("Dear customer,")),
+        _(
+            N_(
+                "The planned outage in %(area)s now runs from %(start)s to %(end)s. "
+                "Reason: %(reason)s"
+            ),
+            reason=reason,
+            **values,
+        ),
+        _(N_("We are sorry for the inconvenience.")),
+    )
+    sms = _(N_("Doxa: planned outage %(area)s changed: from %(start)s to %(end)s. %(reason)s"),
+            reason=reason, **values)  # fmt: skip
+    return Texts(email, gsm.fit(sms))
+
+
+def outage_cancelled(language: str, *, area: str, start: datetime, zone: ZoneInfo) -> Texts:
+    """A planned outage the customer was told of is cancelled, or no longer concerns them."""
+    _ = _Language(language)
+    values = {"area": area, "start": _.when(start, zone)}
+    email = _.email(
+        _(N_("Planned power outage in %(area)s cancelled"), area=area),
+        _(N_("Dear customer,")),
+        _(
+            N_("The outage planned in %(area)s from %(start)s will not take place for you."),
+            **values,
+        ),
+        _(N_("We are sorry for the inconvenience.")),
+    )
+    sms = _(N_("Doxa: the outage planned %(area)s from %(start)s is cancelled for you."),
+            **values)  # fmt: skip
+    return Texts(email, gsm.fit(sms))
+
+
 def verification_code(language: str, *, customer_code: str, code: str) -> Texts:
     """The one-time code that confirms a new phone number or email address."""
     _ = _Language(language)

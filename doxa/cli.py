@@ -46,6 +46,7 @@ def _register_commands() -> None:
         export,
         meters,
         notify,
+        outages,
         services,
         simulate,
         users,
@@ -55,6 +56,7 @@ def _register_commands() -> None:
     for module in (db, meters, services, collect, simulate, bills, export, users, web, demo,
                    notify):  # fmt: skip
         cli.add_command(module.command)
+    cli.add_command(outages.command)
 
 
 _register_commands()

@@ -197,6 +197,24 @@ class Demo:
                 written += run_bills(conn, period, self.timezone).written
         return written
 
+    def outage(self, url: str, now: datetime) -> None:
+        """A planned outage tomorrow 08:00–12:00 for the first customer's branch, so the meter
+        page, /outages and /staff/outages have one (unless one is already planned)."""
+        from servicedesk import outage_store
+        from servicedesk.outages import Area
+
+        local = now.astimezone(self.timezone)
+        tomorrow = datetime.combine(local.date() + timedelta(days=1), datetime.min.time())
+        start = tomorrow.replace(tzinfo=self.timezone) + timedelta(hours=8)
+        with psycopg.connect(url, autocommit=True) as conn:
+            first = conn.execute("SELECT province, code FROM customers ORDER BY code LIMIT 1")
+            row = first.fetchone()
+            if row is None or outage_store.upcoming_in(conn, row[0], now):
+                return
+            area = Area(row[0], row[1][:6])
+            reason = "Bảo trì định kỳ lưới điện hạ áp (demo)"
+            outage_store.add(conn, area, start, start + timedelta(hours=4), reason, "demo", now)
+
     def staff(self, url: str) -> list[tuple[str, str, str]]:
         """One sign-in per role, with a fresh password each run."""
         users = []
@@ -325,6 +343,7 @@ def run_demo(demo: Demo, echo: Callable[[str], None] = click.echo) -> None:
             bills = demo.bills(url, now)
             echo(f"  {rows} readings back-filled, {bills} bills computed")
             users = demo.staff(url)
+            demo.outage(url, now)
             env["DOXA_SMTP_URL"] = demo.start_mailbox(url, samples)
             echo("starting the collector, the MQTT meters and the website …")
             _, metrics_port = demo.start_collector(env, url)

@@ -22,8 +22,10 @@ from lookup_web import (
     health,
     i18n,
     ops,
+    outages,
     reviews,
     security,
+    service_requests,
     staff,
 )
 
@@ -53,6 +55,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     auth.init_app(app)
     for blueprint in (health.bp, customers.bp, staff.bp, ops.bp, api.bp, account.bp, reviews.bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(outages.bp)
+    app.register_blueprint(service_requests.bp)
     return app
 
 

@@ -23,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 import exports
 from lookup_web import auth, clock, db, ops
 from schema import users
+from servicedesk import outage_store
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -231,6 +232,36 @@ def completeness() -> Any:
     with db.connection() as conn:
         day, found = ops.cached_completeness(conn, _timezone())
     return jsonify(day=day.isoformat(), provinces=[ops.as_json(p) for p in found])
+
+
+# -- planned outages (public) ------------------------------------------------------------------
+
+
+@bp.get("/outages")
+def outages() -> Any:
+    """Planned outages that have not ended, soonest first; public, and naming no customer."""
+    province = request.args.get("province") or None
+    if province is not None and len(province) > 100:
+        raise ApiError(400, "province is at most 100 characters")
+    zone = ZoneInfo(_timezone())
+    now = clock.now()
+    with db.connection() as conn:
+        found = outage_store.upcoming_in(conn, province, now, limit=_limit(500))
+    return jsonify(
+        outages=[
+            {
+                "id": o.id,
+                "province": o.province,
+                "customer_prefix": o.customer_prefix,
+                "scope": o.scope,
+                "start": o.starts_at.astimezone(zone).isoformat(),
+                "end": o.ends_at.astimezone(zone).isoformat(),
+                "reason": o.reason,
+                "state": o.display_state(now),
+            }
+            for o in found
+        ]
+    )
 
 
 # -- OpenAPI -----------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ What each role may do (tests/test_staff_matrix.py checks every route against it)
 | `ops_admin`       | actions on `/ops` (forget a collector) | no      | no       | yes   |
 | `view_audit`      | the audit log at `/staff/audit`        | no      | no       | yes   |
 | `review_accounts` | customers' requests at `/staff/reviews` | yes    | no       | yes   |
+| `manage_outages`  | plan, edit, cancel outages             | no      | yes      | yes   |
+| `work_requests`   | service requests and on-time shares    | yes     | yes      | yes   |
 
 A user may hold several roles (``doxa users add NAME --role engineer --role billing``).
 Cookies: HttpOnly, SameSite=Lax, and Secure whenever the request came over HTTPS (or always,
@@ -45,6 +47,8 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "ops_admin": frozenset({"admin"}),
     "view_audit": frozenset({"admin"}),
     "review_accounts": frozenset({"billing", "admin"}),
+    "manage_outages": frozenset({"engineer", "admin"}),
+    "work_requests": frozenset({"billing", "engineer", "admin"}),
 }
 SIGNED_IN_AT = "staff_signed_in_at"
 DEFAULTS: dict[str, Any] = {

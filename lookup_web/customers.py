@@ -33,7 +33,7 @@ from flask_wtf.csrf import generate_csrf
 
 import exports
 from billing.periods import Period
-from lookup_web import charts, clock, db, formatting
+from lookup_web import charts, clock, db, formatting, service_desk_panel
 from lookup_web import customer_queries as q
 from lookup_web.customer_dashboard import build
 from lookup_web.i18n import gettext as _
@@ -215,6 +215,7 @@ def meter(customer_id: int, serial: str) -> str:
     with db.connection() as conn:
         customer, m, all_meters = _customer_and_meter(conn, customer_id, serial)
         board = build(conn, customer, m, now=now, zone=zone, days=days)
+        service_desk = service_desk_panel.panel(conn, customer_id)
     today = now.astimezone(zone).date()
     fmt = formatting.formatter()
     day_rows = [
@@ -252,6 +253,7 @@ def meter(customer_id: int, serial: str) -> str:
         ),
         csv_from=today - timedelta(days=CSV_DEFAULT_DAYS - 1),
         csv_to=today,
+        **service_desk,
     )
 
 

@@ -193,6 +193,7 @@ def test_demo_end_to_end(services_dir: Path, browser_page: Any) -> None:
         page.wait_for_url(f"**/meters/{serial}")
         assert "kWh" in page.locator("#latest-index").inner_text()
         assert page.locator("svg#daily-30 rect.bar").count() == 30
+        assert page.locator("#planned-outages [data-outage]").count() == 1  # demo.outage()
         page.screenshot(path=str(TOUR / "customer.png"), full_page=True)
         page.goto(running.site + "bills")
         page.locator("a", has_text="Chi tiết").first.click()

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -24,6 +25,8 @@ from test_staff_helpers import (
 )
 
 from schema import users
+from servicedesk import outage_store, request_store
+from servicedesk.outages import Area
 
 pytestmark = pytest.mark.db
 
@@ -50,6 +53,14 @@ class Case:
 
 EXPORT_DAY = {"date_from": "2025-05-01", "date_to": "2025-05-01", "fmt": "csv", "province": ""}
 PERIOD = {"period": "2025-05", "fmt": "csv", "province": ""}
+OUTAGE = {
+    "province": "Bình Dương",
+    "customer_prefix": "",
+    "customer_codes": "",
+    "starts_at": "2099-01-05T08:00",
+    "ends_at": "2099-01-05T16:00",
+    "reason": "Bảo trì",
+}
 
 CASES = [
     Case("GET", "/staff/login", _all("ok")),
@@ -116,6 +127,45 @@ CASES = [
     Case("GET", "/api/v1/rejected-messages", _all("ok", **API)),
     Case("GET", "/api/v1/completeness", _all("ok", **API)),
     Case("GET", "/api/v1/openapi.json", _all("ok")),
+    # Service desk (issue 16): outages for engineers and admins, requests for every staff user.
+    Case("GET", "/staff/outages", _all("ok", **PAGE, billing="403")),
+    Case("POST", "/staff/outages", _all("ok", **PAGE, billing="403"), form=OUTAGE),
+    Case(
+        "GET",
+        "/staff/outages/<int:outage_id>",
+        _all("ok", **PAGE, billing="403"),
+        path=lambda ids: f"/staff/outages/{ids['outage']}",
+    ),
+    Case(
+        "POST",
+        "/staff/outages/<int:outage_id>",
+        _all("ok", **PAGE, billing="403"),
+        path=lambda ids: f"/staff/outages/{ids['outage']}",
+        form={**OUTAGE, "reason": "Đổi giờ"},
+    ),
+    Case(
+        "POST",
+        "/staff/outages/<int:outage_id>/cancel",
+        _all("ok", **PAGE, billing="403"),
+        path=lambda ids: f"/staff/outages/{ids['outage']}/cancel",
+        form={"note": "Hoãn"},
+    ),
+    Case("GET", "/staff/requests", _all("ok", **PAGE)),
+    Case("GET", "/staff/requests/on-time", _all("ok", **PAGE)),
+    Case(
+        "GET",
+        "/staff/requests/<int:request_id>",
+        _all("ok", **PAGE),
+        path=lambda ids: f"/staff/requests/{ids['request']}",
+    ),
+    Case(
+        "POST",
+        "/staff/requests/<int:request_id>",
+        _all("ok", **PAGE),
+        path=lambda ids: f"/staff/requests/{ids['request']}",
+        form={"state": "in_progress", "note": "Đang xử lý"},
+    ),
+    Case("GET", "/api/v1/outages", _all("ok")),
     # Last: signing out ends the session the other cases use.
     Case("POST", "/staff/logout", _all("ok", **PAGE), form={}),
 ]
@@ -130,7 +180,7 @@ def test_every_route_is_in_the_matrix(make_app) -> None:
     app = make_app()
     covered = {(case.method, case.rule) for case in CASES}
     for rule in app.url_map.iter_rules():
-        if rule.endpoint.split(".")[0] not in ("staff", "ops", "api", "reviews"):
+        if not rule.rule.startswith(("/staff", "/ops", "/api")):
             continue
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert (method, rule.rule) in covered, f"{method} {rule.rule} is not in the matrix"
@@ -171,7 +221,7 @@ def test_each_identity_sees_exactly_what_it_should(db, make_app, identity: str) 
     )
     app = make_app()
     client = _client(app, db, identity, customer)
-    ids = {"token": 0}
+    ids = {"token": 0, **_service_desk(db, customer)}
     if identity in STAFF:
         user = users.authenticate(db, identity.replace("+", "_"), "correct horse battery")
         assert user is not None
@@ -188,6 +238,17 @@ def test_each_identity_sees_exactly_what_it_should(db, make_app, identity: str) 
         seen[f"{case.method} {case.rule}"] = _outcome(response)
     expected = {f"{case.method} {case.rule}": case.expected[identity] for case in CASES}
     assert seen == expected
+
+
+def _service_desk(db: psycopg.Connection, customer: int) -> dict[str, int]:
+    """An outage and a service request for the service-desk routes."""
+    now = datetime.now(UTC)
+    start = datetime(2099, 1, 1, 8, tzinfo=UTC)
+    area = Area("Bình Dương")
+    outage = outage_store.add(db, area, start, start + timedelta(hours=8), "Bảo trì", "t", now)
+    zone = ZoneInfo("Asia/Ho_Chi_Minh")
+    made = request_store.file(db, customer, "complaint", "Mất điện", "0912345678", now, zone)
+    return {"outage": outage.id, "request": made.id}
 
 
 def test_only_admins_see_the_ops_actions(db, make_app) -> None:

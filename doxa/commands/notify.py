@@ -16,6 +16,7 @@ from doxa.errors import BadInput, Failure
 
 WORKER_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 THRESHOLD_EVERY = 900.0  # seconds between usage-threshold checks
+OUTAGES_EVERY = 60.0  # seconds between choosing planned-outage notices (issue 16)
 
 
 @click.group("notify")
@@ -38,6 +39,24 @@ def channels(app: App) -> dict[str, object]:
         name = "DOXA_SMTP_URL" if "email" not in out and settings.smtp_url else "DOXA_SMS_URL"
         raise BadInput(f"{name}: {exc}") from exc
     return out
+
+
+def _outage_notices(zone: object) -> object:
+    """The periodic job that queues planned-outage notices: ``servicedesk`` chooses whom to
+    tell what (24 hours ahead, on change, on cancellation), ``care`` renders and queues it."""
+    from care import notices
+    from servicedesk import outage_store
+
+    def job(conn: object, now: datetime) -> None:
+        chosen = outage_store.choose_notices(
+            conn,  # type: ignore[arg-type]
+            now,
+            lambda c, due: notices.enqueue_outage_notices(c, due, now, zone),  # type: ignore[arg-type]
+        )
+        if chosen:
+            logging.getLogger("care").info("chose %d outage notice(s)", len(chosen))
+
+    return job
 
 
 @command.command("run")
@@ -83,6 +102,7 @@ def run_command(app: App, worker_id: str | None, threshold_every: float, batch: 
                 logging.getLogger("care").info("queued %d usage alert(s)", queued)
 
         periodic.append(Periodic("thresholds", threshold_every, thresholds))
+    periodic.append(Periodic("outages", OUTAGES_EVERY, _outage_notices(zone)))
     worker = Worker(app.database_url(), configured, worker_id,  # type: ignore[arg-type]
                     batch=batch, max_attempts=app.settings.notify_max_attempts,
                     periodic=periodic)  # fmt: skip

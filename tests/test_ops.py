@@ -58,14 +58,14 @@ def add_collector(db: psycopg.Connection, collector_id: str, **values: object) -
     )
 
 
-def test_a_collector_goes_late_then_down_when_its_heartbeats_stop(db, make_app) -> None:
+def test_a_collector_goes_late_then_down_when_its_heartbeats_stop(db, db_url, make_app) -> None:
     add_collector(db, "edge-a")
     app = make_app(OPS_LATE_AFTER=1.0, OPS_DOWN_AFTER=2.0)
     client = engineer(app, db)
     stop = threading.Event()
 
     def heartbeats() -> None:
-        with psycopg.connect(db.info.dsn, autocommit=True) as conn:
+        with psycopg.connect(db_url, autocommit=True) as conn:  # (info.dsn drops the password)
             while not stop.is_set():
                 conn.execute("UPDATE collectors SET last_seen = now() WHERE id = 'edge-a'")
                 conn.execute(

@@ -8,7 +8,7 @@ CREATE TABLE staff_sessions (
     created_at    timestamptz NOT NULL DEFAULT now(),
     address       text NOT NULL DEFAULT '' CHECK (length(address) <= 64),
     ended_at      timestamptz,
-    end_reason    text CHECK (end_reason IN ('sign-out', 'password', 'expired')),
+    end_reason    text CHECK (end_reason IN ('sign-out', 'password')),
     CHECK ((ended_at IS NULL) = (end_reason IS NULL))
 );
 -- The live sessions of a user (a password change ends them all).

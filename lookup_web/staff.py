@@ -13,7 +13,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -280,6 +289,66 @@ def export_closing_indices() -> Any:
 @auth.requires("export_billing")
 def export_bills() -> Any:
     return _export("bills")
+
+
+# -- password --------------------------------------------------------------------------------
+
+
+class PasswordForm(FlaskForm):  # type: ignore[misc]
+    current = PasswordField(
+        _l("Current password"), validators=[DataRequired(), Length(max=users.MAX_PASSWORD_LENGTH)]
+    )
+    new = PasswordField(_l("New password"), validators=[DataRequired()])
+    again = PasswordField(_l("New password again"), validators=[DataRequired()])
+
+    def validate_new(self, field: PasswordField) -> None:
+        if not users.MIN_PASSWORD_LENGTH <= len(field.data or "") <= users.MAX_PASSWORD_LENGTH:
+            raise ValidationError(
+                _(
+                    "%(min)d to %(max)d characters.",
+                    min=users.MIN_PASSWORD_LENGTH,
+                    max=users.MAX_PASSWORD_LENGTH,
+                )
+            )
+
+    def validate_again(self, field: PasswordField) -> None:
+        if field.data != self.new.data:
+            raise ValidationError(_("The two new passwords differ."))
+
+
+@bp.route("/password", methods=["GET", "POST"])
+@auth.staff_required
+def password() -> Any:
+    """Change one's own password: every session of the user ends, this browser gets a new one.
+    A wrong current password counts as a failed sign-in (the same limits)."""
+    form = PasswordForm()
+    if form.validate_on_submit():
+        attempt = auth.LOGIN_FAILURES.begin(current_user.username)
+        with db.connection() as conn:
+            if users.authenticate(conn, current_user.username, form.current.data) is None:
+                audit.record(
+                    conn, current_user.username, "password_failed", {"ip": client_address()}
+                )
+                form.current.errors.append(_("This is not your current password."))
+            else:
+                attempt.succeeded()
+                user, ended = users.set_password(conn, current_user.username, form.new.data)
+                audit.record(
+                    conn,
+                    user.username,
+                    "user.passwd",
+                    {
+                        "username": user.username,
+                        "sessions_ended": ended,
+                        "via": "web",
+                        "ip": client_address(),
+                    },
+                )
+                auth.sign_in(conn, user, client_address())
+                flash(_("Your password is changed. Your other sessions are signed out."), "ok")
+                return redirect(url_for("staff.home"))
+    status = 400 if form.errors else 200
+    return render_template("staff/password.html", form=form), status
 
 
 # -- API tokens --------------------------------------------------------------------------------

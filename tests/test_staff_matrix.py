@@ -14,6 +14,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from test_staff_helpers import (
+    PASSWORD,
     add_bill,
     add_customer,
     add_meter,
@@ -82,6 +83,13 @@ CASES = [
         _all("ok", **PAGE),
         path=lambda ids: f"/staff/tokens/{ids['token']}/revoke",
         form={},
+    ),
+    Case("GET", "/staff/password", _all("ok", **PAGE)),
+    Case(
+        "POST",
+        "/staff/password",
+        _all("ok", **PAGE),
+        form={"current": PASSWORD, "new": PASSWORD, "again": PASSWORD},  # a new session after
     ),
     Case(
         "GET",

@@ -109,3 +109,33 @@ def test_users_passwd_rejects_bad_input(doxa, db_url, db, monkeypatch, args, std
     assert result.code == 2, result.err
     assert message in result.err and "Traceback" not in result.err
     assert users.authenticate(db, "lan", PASSWORD) is not None  # unchanged
+
+
+def test_staff_change_their_own_password_on_the_site(db: psycopg.Connection, site: int) -> None:
+    add_staff(db, "lan", "billing")
+    here, elsewhere = WebClient(site, "192.0.2.20"), WebClient(site, "192.0.2.21")
+    for browser in (here, elsewhere):
+        assert browser.sign_in("lan", PASSWORD).status == 302
+    page = here.get("/staff/password")
+    assert page.status == 200 and 'autocomplete="new-password"' in page.text
+    wrong = here.post(
+        "/staff/password",
+        {"current": "not it at all", "new": "n3w passphrase", "again": "n3w passphrase"},
+    )
+    assert wrong.status == 400 and "Đây không phải mật khẩu hiện tại của bạn." in wrong.text
+    differ = here.post(
+        "/staff/password", {"current": PASSWORD, "new": "n3w passphrase", "again": "n3w passphras"}
+    )
+    assert differ.status == 400
+    done = here.post(
+        "/staff/password", {"current": PASSWORD, "new": "n3w passphrase", "again": "n3w passphrase"}
+    )
+    assert (done.status, done.location) == (302, "/staff/")
+    assert here.get("/staff/").status == 200  # this browser has a new session
+    assert elsewhere.get("/staff/").status == 302  # the other one is signed out
+    assert WebClient(site, "192.0.2.22").sign_in("lan", "n3w passphrase").status == 302
+    audit = db.execute(
+        "SELECT action, detail->>'via', detail->>'sessions_ended' FROM audit_log"
+        " WHERE action IN ('user.passwd', 'password_failed') ORDER BY id"
+    ).fetchall()
+    assert audit == [("password_failed", None, None), ("user.passwd", "web", "2")]

@@ -3,7 +3,7 @@
 - the client's address behind trusted reverse proxies (``TRUSTED_PROXIES``);
 - CSRF tokens on every form (Flask-WTF);
 - Flask-Limiter, whose storage also keeps the failed-attempt counters of ``lookup_web.attempts``;
-- the security headers of every response (:func:`_headers`, one place for every blueprint);
+- the security headers of every response (:func:`apply_headers`, one place for every blueprint);
 - :func:`safe_redirect_target`, the only way a page should turn a ``next`` parameter into a
   redirect.
 
@@ -54,10 +54,10 @@ def init_app(app: Flask) -> None:
     csrf.init_app(app)
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     limiter.init_app(app)
-    app.after_request(_headers)
+    app.after_request(apply_headers)
 
 
-def _headers(response: Response) -> Response:
+def apply_headers(response: Response) -> Response:
     """Every response — customer, staff, ops, API, error pages — carries the same headers; a
     view that sets one itself keeps its own. Nothing but static files may be stored by a cache
     or the browser's back-forward cache: pages hold personal data or CSRF tokens."""

@@ -45,13 +45,15 @@ def _register_commands() -> None:
         demo,
         export,
         meters,
+        notify,
         services,
         simulate,
         users,
         web,
     )
 
-    for module in (db, meters, services, collect, simulate, bills, export, users, web, demo):
+    for module in (db, meters, services, collect, simulate, bills, export, users, web, demo,
+                   notify):  # fmt: skip
         cli.add_command(module.command)
 
 

@@ -5,7 +5,9 @@ Order matters and is chosen so nothing is lost and nothing is shown half-made:
 embedded TimescaleDB and Mosquitto → migrate → simulated Modbus gateways (their ports are in the
 inventory they write) → import both fleets' inventories → back-fill history from the simulators'
 own load model → last periods' bills → staff users → the collector's MQTT session exists → the
-collector → the MQTT meters → the website. Ctrl-C stops them in the reverse order.
+collector → the MQTT meters → the website → the notifier (``doxa notify run``), which delivers
+the demo customers' email to a local mailbox (an SMTP server in this process writing a Maildir
+under ``DOXA_HOME/demo/mail``). Ctrl-C stops them in the reverse order.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import click
@@ -81,6 +83,8 @@ class Demo:
         self.pg = EmbeddedPostgres(self.home / "pg")
         self.broker = EmbeddedMosquitto(self.home / "mqtt")
         self.secret_key = secrets.token_hex(32)
+        self.mail_dir = self.demo_dir / "mail"
+        self.mailbox: Any = None  # the local SMTP server (aiosmtpd controller)
 
     # -- the steps --------------------------------------------------------------------------
 
@@ -232,11 +236,34 @@ class Demo:
         wait_until(lambda: _http_ok(url + "healthz"), "the website", 30, [child])
         return child, url
 
+    def start_mailbox(self, url: str, samples: list[tuple[str, str, str]]) -> str:
+        """The local mailbox, and the sample customers as confirmed email contacts with a usage
+        alert at 1 kWh, so the notifier has something to deliver at once. Returns the SMTP
+        URL for the children."""
+        from care.mailbox import MaildirStore, serve
+
+        self.mailbox = serve(MaildirStore(self.mail_dir))
+        with psycopg.connect(url, autocommit=True) as conn:
+            for code, _serial, _kind in samples:
+                conn.execute(
+                    "INSERT INTO customer_contacts (customer_id, email, preferred_channel,"
+                    " notify_threshold, threshold_kwh) SELECT id, %s, 'email', true, 1"
+                    " FROM customers WHERE code = %s ON CONFLICT (customer_id) DO NOTHING",
+                    (f"{code.lower()}@demo.doxa.invalid", code),
+                )
+        return f"smtp://127.0.0.1:{self.mailbox.port}"
+
+    def start_notifier(self, env: dict[str, str]) -> Child:
+        return self.spawn("notify", ["notify", "run", "--worker-id", "demo"], env)
+
     def stop(self) -> None:
         """Children in reverse order (the collector flushes its batches), then the services."""
         for child in reversed(self.children):
             child.stop()
         self.children.clear()
+        if self.mailbox is not None:
+            self.mailbox.stop()
+            self.mailbox = None
         self.broker.stop()
         self.pg.stop()
 
@@ -298,12 +325,14 @@ def run_demo(demo: Demo, echo: Callable[[str], None] = click.echo) -> None:
             bills = demo.bills(url, now)
             echo(f"  {rows} readings back-filled, {bills} bills computed")
             users = demo.staff(url)
+            env["DOXA_SMTP_URL"] = demo.start_mailbox(url, samples)
             echo("starting the collector, the MQTT meters and the website …")
             _, metrics_port = demo.start_collector(env, url)
             demo.start_mqtt(env)
             _, site = demo.start_web(env)
+            demo.start_notifier(env)
             _banner(echo, site, url, samples, users, metrics_port, demo.log_dir,
-                    time.monotonic() - started)  # fmt: skip
+                    time.monotonic() - started, demo.mail_dir)  # fmt: skip
             while not stop.wait(1.0):
                 for child in demo.children:
                     child.check()
@@ -322,6 +351,7 @@ def _banner(
     metrics_port: int,
     log_dir: Path,
     took: float,
+    mail_dir: Path,
 ) -> None:
     lines = [
         "",
@@ -335,6 +365,7 @@ def _banner(
         f"  Collector metrics: http://127.0.0.1:{metrics_port}/metrics",
         f"  Database:          {db_url}",
         f"  Logs:              {log_dir}",
+        f"  Customers' email:  {mail_dir} (Maildir: mutt -f {mail_dir})",
         "Press Ctrl-C to stop.",
         "",
     ]

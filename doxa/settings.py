@@ -166,6 +166,29 @@ SETTINGS: tuple[Setting, ...] = (
         " every web process), memory:// (one process only) or a Flask-Limiter URI (redis://…)",
     ),
     Setting(
+        "DOXA_SMTP_URL",
+        None,
+        "SMTP server for email notices and codes: smtp://, smtp+starttls:// or smtps://"
+        " user:pass@host:port (?cafile=, ?from=, ?timeout=); unset: no email",
+    ),
+    Setting(
+        "DOXA_SMS_URL",
+        None,
+        "HTTP gateway for SMS: POST JSON {to, text}; 2xx sent, 4xx refused, else retried;"
+        " unset: no SMS",
+    ),
+    Setting(
+        "DOXA_MAIL_FROM",
+        "Doxa <no-reply@doxa.invalid>",
+        "sender of email notices and codes (its domain also names the Message-IDs)",
+    ),
+    Setting(
+        "DOXA_NOTIFY_MAX_ATTEMPTS",
+        "8",
+        "tries of a notice before it is dead (back-off 30 s, 1, 2, 4… minutes, at most 1 h)",
+        _positive_int,
+    ),
+    Setting(
         "DOXA_MODBUS_MODELS",
         None,
         "TOML file of extra Modbus meter models, e.g. the [generic] register map",

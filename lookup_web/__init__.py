@@ -12,7 +12,20 @@ from typing import Any
 
 from flask import Flask
 
-from lookup_web import api, auth, customers, db, errors, health, i18n, ops, security, staff
+from lookup_web import (
+    account,
+    api,
+    auth,
+    customers,
+    db,
+    errors,
+    health,
+    i18n,
+    ops,
+    reviews,
+    security,
+    staff,
+)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -38,7 +51,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     security.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
-    for blueprint in (health.bp, customers.bp, staff.bp, ops.bp, api.bp):
+    for blueprint in (health.bp, customers.bp, staff.bp, ops.bp, api.bp, account.bp, reviews.bp):
         app.register_blueprint(blueprint)
     return app
 

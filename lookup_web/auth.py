@@ -22,6 +22,7 @@ What each role may do (tests/test_staff_matrix.py checks every route against it)
 | `view_ops`        | `/ops` and the health API              | yes     | yes      | yes   |
 | `ops_admin`       | actions on `/ops` (forget a collector) | no      | no       | yes   |
 | `view_audit`      | the audit log at `/staff/audit`        | no      | no       | yes   |
+| `review_accounts` | customers' requests at `/staff/reviews` | yes    | no       | yes   |
 
 A user may hold several roles (``doxa users add NAME --role engineer --role billing``).
 Cookies: HttpOnly, SameSite=Lax, and Secure whenever the request came over HTTPS (or always,
@@ -52,6 +53,7 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "view_ops": frozenset({"billing", "engineer", "admin"}),
     "ops_admin": frozenset({"admin"}),
     "view_audit": frozenset({"admin"}),
+    "review_accounts": frozenset({"billing", "admin"}),
 }
 SIGNED_IN_AT = "staff_signed_in_at"
 DEFAULTS: dict[str, Any] = {

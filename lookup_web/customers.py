@@ -181,7 +181,7 @@ def _customer_and_meter(
 # ---- the customer's pages ----------------------------------------------------------------------
 
 
-@bp.get("/account")
+@bp.get("/my-meter")
 @customer_required
 def account(customer_id: int) -> Any:
     serial = session.get("meter_serial", "")

@@ -11,6 +11,8 @@
   when it is polled by every collector, else ``OPS_POLL_INTERVAL``); an MQTT meter's is
   ``OPS_MQTT_INTERVAL``. A meter never read counts from when it was added.
 - **Rejected messages**: the newest rejected MQTT/Modbus messages with their reasons.
+- **Customers' notices**: the outbox per kind of notice (``care.outbox.summary``): waiting,
+  being sent, sent, dead (with the latest error), expired; the oldest still waiting.
 - **Read completeness** per province for yesterday (local day): meters with at least one reading
   in every interval of the day ÷ all active meters. It scans a day of readings, so it is kept
   for ``OPS_COMPLETENESS_TTL`` seconds per process.
@@ -32,6 +34,7 @@ from flask import Blueprint, current_app, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 
+from care import outbox
 from lookup_web import auth, db
 from schema import audit
 
@@ -383,6 +386,7 @@ def dashboard() -> Any:
         rejected = rejected_messages(conn, min(limit, 50))
         rejected_1h = count_rejected(conn)
         day, complete = cached_completeness(conn, tz)
+        notices = outbox.summary(conn)  # customers' notices per kind (care/outbox.py)
         now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
     return render_template(
         "ops/dashboard.html",
@@ -394,6 +398,7 @@ def dashboard() -> Any:
         rejected_1h=rejected_1h,
         completeness=complete,
         completeness_day=day,
+        notices=notices,
         thresholds=thresholds,
         refresh=int(setting("OPS_REFRESH")),
         now=now,

@@ -211,6 +211,12 @@ def test_demo_end_to_end(services_dir: Path, browser_page: Any) -> None:
         page.goto(running.site + "ops")
         assert page.locator('#collectors tr[data-collector="demo"]').count() == 1
         page.screenshot(path=str(TOUR / "ops.png"), full_page=True)
+        # The notifier delivers the sample customers' usage alerts to the local mailbox.
+        inbox = home / "demo" / "mail" / "new"
+        wait_for(lambda: inbox.is_dir() and len(list(inbox.iterdir())) >= 3,
+                 "the demo customers' usage alerts in the mailbox")  # fmt: skip
+        mail = next(inbox.iterdir()).read_text(encoding="utf-8", errors="replace")
+        assert "@demo.doxa.invalid" in mail and "Message-ID:" in mail
     except BaseException:
         running.proc.kill()
         running.proc.wait()

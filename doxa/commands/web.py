@@ -40,6 +40,9 @@ def site_config(app: App, *, secret_key: str | None = None) -> dict[str, object]
         "TRUSTED_PROXIES": settings.web_proxies,
         "OPS_POLL_INTERVAL": settings.poll_interval,
         "OPS_MQTT_INTERVAL": settings.mqtt_interval,
+        "SMTP_URL": settings.smtp_url,
+        "SMS_URL": settings.sms_url,
+        "MAIL_FROM": settings.mail_from,
     }
 
 

@@ -8,7 +8,7 @@ VENV := .venv/bin
 help:
 	@echo "make demo   install what is missing, then run the whole system (doxa demo)"
 	@echo "make test   install what is missing, then run the full test suite"
-	@echo "make lint   ruff check, ruff format --check, mypy on protocols/"
+	@echo "make lint   ruff check, ruff format --check, mypy on protocols/ metering/ billing/"
 	@echo "make bench  run the benchmarks and rewrite docs/benchmarks.md"
 
 setup:

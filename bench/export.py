@@ -145,7 +145,7 @@ def load(url: str, meters: int, days: int) -> int:
 
 def _copy_role(url: str, days: int, kind: str) -> None:
     """Child process: read the rows one way and print a JSON measure (rows, seconds, peak)."""
-    from schema import exports
+    import exports
 
     start, end = _month_bounds(days)
     spec = exports.readings(FIRST_DAY, FIRST_DAY + timedelta(days=days - 1), TZ)

@@ -167,28 +167,33 @@ class Usage:
 def month_so_far(
     conn: psycopg.Connection, customer_id: int, now: datetime, zone: ZoneInfo
 ) -> Usage | None:
-    """This billing month's kWh so far, by the rule the customer page uses
-    (``lookup_web.customer_dashboard``: the index at the period start interpolated between
-    readings, up to the latest reading, times the multiplier), summed over the active meters.
-
-    The one place to switch to ``metering``'s kWh per billing month once issue 12 lands."""
+    """This billing month's kWh so far, by the metering rule the customer page and the bills
+    use (``metering.usage``: from the index at the period start up to the latest reading, across
+    resets, times the multiplier), summed over the active meters; the inputs of every meter in
+    one batch (``schema.register_inputs``)."""
+    from billing.periods import add_months, period_start
     from lookup_web import customer_queries as q
-    from lookup_web.consumption import Anchor, add_months, local_midnight, period_start, periods
+    from metering.calendar import local_midnight
+    from metering.usage import use_between
+    from schema.register_inputs import registers
 
     customer, meters = q.customer_and_meters(conn, customer_id)
     if customer is None:
         return None
     start = period_start(now.astimezone(zone).date(), customer.reading_day)
+    begins = local_midnight(start, zone)
+    latest = {m.id: q.latest_reading(conn, m.id, now) for m in meters if m.active}
+    reached = {m: r.ts for m, r in latest.items() if r is not None and r.ts >= begins}
+    found = registers(conn, {m: [begins, ts] for m, ts in reached.items()})
     total: float | None = None
     for meter in meters:
-        if not meter.active:
+        if meter.id not in reached:
             continue
-        latest = q.latest_reading(conn, meter.id, now)
-        anchor = Anchor(latest.ts, latest.energy_import_kwh, latest.quality) if latest else None
-        (amount,) = periods([start], q.indices_at(conn, meter.id, [local_midnight(start, zone)]),
-                            meter.multiplier, anchor)  # fmt: skip
-        if amount.kwh is not None:
-            total = (total or 0.0) + amount.kwh
+        use = use_between(
+            found[meter.id], start, begins, reached[meter.id], meter.multiplier, partial=True
+        )
+        if use.kwh is not None:
+            total = (total or 0.0) + float(use.kwh)
     return Usage(start, add_months(start, 1), total)
 
 

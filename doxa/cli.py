@@ -14,8 +14,8 @@ from importlib.metadata import PackageNotFoundError, version
 import click
 
 from doxa.app import App
-from doxa.errors import BadInput, Failure
-from doxa.settings import SettingsError, load_settings
+from doxa.errors import BadInput, DoxaError, InventoryError
+from doxa.settings import load_settings
 
 
 def _version() -> str:
@@ -60,18 +60,10 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI and turn every failure into an exit status and one line on stderr."""
+    """Run the CLI and turn every failure into an exit status and one line on stderr: every error
+    of ours is a :class:`DoxaError` (see ``doxa.errors``), carrying both."""
     import psycopg
-
-    from doxa.services._proc import ServiceError
-    from schema.inventory import InventoryError
-    from schema.migrate import MigrationError
 
     try:
         result = cli.main(args=argv, prog_name="doxa", standalone_mode=False)
@@ -84,14 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     except InventoryError as exc:
         for problem in exc.problems:
             click.echo(f"doxa: error: {problem}", err=True)
-        return 2
-    except (BadInput, SettingsError) as exc:
-        click.echo(f"doxa: error: {_first_line(exc)}", err=True)
-        return 2
+        return exc.exit_code
+    except DoxaError as exc:
+        kind = "error" if isinstance(exc, BadInput) else "failed"
+        click.echo(f"doxa: {kind}: {exc.message}", err=True)
+        return exc.exit_code
     except psycopg.OperationalError as exc:
         click.echo(f"doxa: database unreachable: {_first_line(exc)}", err=True)
         return 1
-    except (Failure, ServiceError, MigrationError, OSError) as exc:
+    except OSError as exc:
         click.echo(f"doxa: failed: {_first_line(exc)}", err=True)
         return 1
     except KeyboardInterrupt:
@@ -106,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     return result if isinstance(result, int) else 0
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
 
 
 def entry_point() -> None:

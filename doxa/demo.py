@@ -28,13 +28,13 @@ from zoneinfo import ZoneInfo
 import click
 import psycopg
 
+from billing.periods import Period
+from billing.run import run_bills
 from doxa.children import Child, wait_until
 from doxa.errors import Failure
 from doxa.services._proc import free_port, port_is_free
 from doxa.services.mosquitto import EmbeddedMosquitto
 from doxa.services.postgres import EmbeddedPostgres
-from schema.billing.periods import Period
-from schema.billing.run import run_bills
 from schema.inventory import import_inventory, known_tariff_groups, parse_inventory
 from schema.migrate import migrate
 from schema.users import ROLES, set_password_or_add

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-
-class SettingsError(ValueError):
-    """A setting has a value that cannot be used; the message names the setting."""
+from doxa.errors import SettingsError
+from metering.expected import MQTT_INTERVAL_S, POLL_INTERVAL_S
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "DOXA_POLL_INTERVAL",
-        "60",
+        f"{POLL_INTERVAL_S:g}",
         "seconds between Modbus polls of a gateway (doxa collect --interval overrides)",
         _positive_float,
     ),
@@ -130,7 +129,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "DOXA_MQTT_INTERVAL",
-        "300",
+        f"{MQTT_INTERVAL_S:g}",
         "seconds between readings of an MQTT meter, as the engineers' page expects them (a meter "
         "is stale after two intervals; Tasmota's default TelePeriod is 300)",
         _positive_float,

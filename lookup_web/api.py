@@ -10,9 +10,11 @@ description is public at ``/api/v1/openapi.json``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from functools import wraps
+from importlib import resources
 from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
@@ -20,9 +22,10 @@ from flask import Blueprint, current_app, g, jsonify, request, url_for
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException
 
-from lookup_web import auth, db, ops
+import exports
+from lookup_web import auth, clock, db, ops
 from lookup_web.security import client_address
-from schema import audit, exports, users
+from schema import audit, users
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -223,7 +226,7 @@ def meter_readings(serial: str) -> Any:
 def collectors() -> Any:
     thresholds = ops.Thresholds.from_config()
     with db.connection() as conn:
-        found = ops.collectors(conn, thresholds)
+        found = ops.collectors(conn, thresholds, clock.now())
     return jsonify(
         collectors=[ops.as_json(c) for c in found],
         thresholds={"late_after_s": thresholds.late_after, "down_after_s": thresholds.down_after},
@@ -234,7 +237,7 @@ def collectors() -> Any:
 @api_requires("view_ops")
 def gateways() -> Any:
     with db.connection() as conn:
-        found = ops.gateways(conn)
+        found = ops.gateways(conn, clock.now())
     return jsonify(gateways=[ops.as_json(gw) for gw in found])
 
 
@@ -243,7 +246,7 @@ def gateways() -> Any:
 def stale_meters() -> Any:
     limit = _limit(ops.DEFAULTS["OPS_LIST_LIMIT"])
     with db.connection() as conn:
-        total, found = ops.stale_meters(conn, ops.Thresholds.from_config(), limit)
+        total, found = ops.stale_meters(conn, ops.Thresholds.from_config(), limit, clock.now())
     return jsonify(count=total, meters=[ops.as_json(m) for m in found])
 
 
@@ -266,170 +269,14 @@ def completeness() -> Any:
 
 # -- OpenAPI -----------------------------------------------------------------------------------
 
-
-def _get(summary: str, schema: str, params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {
-        "get": {
-            "summary": summary,
-            "parameters": params or [],
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {
-                        "application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}
-                    },
-                },
-                "401": {"$ref": "#/components/responses/Error"},
-                "403": {"$ref": "#/components/responses/Error"},
-            },
-        }
-    }
-
-
-def _query(name: str, description: str, schema: dict[str, Any], required: bool = False) -> Any:
-    return {
-        "name": name,
-        "in": "query",
-        "required": required,
-        "description": description,
-        "schema": schema,
-    }
-
-
-_NUMBER = {"type": ["number", "null"]}
-_TIME = {"type": "string", "format": "date-time"}
-_LIMIT = _query("limit", f"at most this many items (1–{MAX_LIMIT})", {"type": "integer"})
+# The OpenAPI 3.1 description of every route of this blueprint is data, ``openapi.json`` beside
+# this file; ``tests/test_api.py`` holds it to the routes, the limits and the reading fields.
+OPENAPI = json.loads(resources.files("lookup_web").joinpath("openapi.json").read_text("utf-8"))
 
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 description of every route of this blueprint."""
-    obj = {"type": "object"}
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Doxa staff API",
-            "version": "1",
-            "description": "Meters' readings and collector health. Times are ISO 8601 with "
-            "their offset, in the site's time zone for readings.",
-        },
-        "servers": [{"url": "/api/v1"}],
-        "security": [{"bearer": []}, {"session": []}],
-        "paths": {
-            "/meters/{serial}/readings": _get(
-                "One meter's readings of local days from..to (both included), oldest first. "
-                "When more remain, `next` is the URL of the next page.",
-                "Readings",
-                [
-                    {
-                        "name": "serial",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    },
-                    _query("from", "first local day", {"type": "string", "format": "date"}, True),
-                    _query("to", "last local day", {"type": "string", "format": "date"}, True),
-                    _LIMIT,
-                    _query("after", "only readings after this time (paging)", _TIME),
-                ],
-            ),
-            "/collectors": _get("Every collector with its status and last hour", "Collectors"),
-            "/gateways": _get("Modbus gateways over the last hour", "Gateways"),
-            "/meters/stale": _get(
-                "Active meters without a reading for more than two intervals",
-                "StaleMeters",
-                [_LIMIT],
-            ),
-            "/rejected-messages": _get("The newest rejected messages", "Rejected", [_LIMIT]),
-            "/completeness": _get("Yesterday's read completeness per province", "Completeness"),
-            "/openapi.json": {
-                "get": {
-                    "summary": "This document",
-                    "security": [],
-                    "responses": {"200": {"description": "OpenAPI 3.1 document"}},
-                }
-            },
-        },
-        "components": {
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "API token"},
-                "session": {"type": "apiKey", "in": "cookie", "name": "session"},
-            },
-            "responses": {
-                "Error": {
-                    "description": "Not signed in (401) or not allowed (403)",
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {"error": {"type": "string"}},
-                                "required": ["error"],
-                            }
-                        }
-                    },
-                }
-            },
-            "schemas": {
-                "Readings": {
-                    "type": "object",
-                    "required": ["meter_serial", "customer_code", "readings", "next"],
-                    "properties": {
-                        "meter_serial": {"type": "string"},
-                        "customer_code": {"type": "string"},
-                        "timezone": {"type": "string"},
-                        "from": {"type": "string", "format": "date"},
-                        "to": {"type": "string", "format": "date"},
-                        "next": {"type": ["string", "null"]},
-                        "readings": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "ts": _TIME,
-                                    **{f: _NUMBER for f in READING_FIELDS[:-1]},
-                                    "quality": {"enum": ["actual", "estimated", "edited"]},
-                                },
-                            },
-                        },
-                    },
-                },
-                "Collectors": {
-                    "type": "object",
-                    "properties": {
-                        "collectors": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "id": {"type": "string"},
-                                    "status": {"enum": ["ok", "late", "down"]},
-                                    "heartbeat_age_s": {"type": "number"},
-                                    "last_seen": _TIME,
-                                    "readings_written_1h": {"type": "integer"},
-                                    "poll_success_rate_1h": _NUMBER,
-                                    "poll_latency_p95_ms_1h": _NUMBER,
-                                    "spool_depth": {"type": "integer"},
-                                },
-                            },
-                        },
-                        "thresholds": obj,
-                    },
-                },
-                "Gateways": {"type": "object", "properties": {"gateways": {"type": "array"}}},
-                "StaleMeters": {
-                    "type": "object",
-                    "properties": {"count": {"type": "integer"}, "meters": {"type": "array"}},
-                },
-                "Rejected": {"type": "object", "properties": {"messages": {"type": "array"}}},
-                "Completeness": {
-                    "type": "object",
-                    "properties": {
-                        "day": {"type": "string", "format": "date"},
-                        "provinces": {"type": "array"},
-                    },
-                },
-            },
-        },
-    }
+    return OPENAPI  # type: ignore[no-any-return]
 
 
 @bp.get("/openapi.json")

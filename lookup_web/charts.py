@@ -29,6 +29,10 @@ class Bar(NamedTuple):
     partial: bool = False
 
 
+def _drawable(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
 def nice_step(top: float, lines: int = 4) -> float:
     """A round grid step (1, 2 or 5 × 10ⁿ) giving at most ``lines`` lines up to ``top``."""
     if top <= 0:
@@ -50,9 +54,15 @@ def bar_chart(
     axis_format: Callable[[float], str],
 ) -> Markup:
     """An accessible SVG bar chart; ``axis_format`` writes the value axis labels (locale)."""
-    values = [b.value for b in bars if b.value is not None]
-    step = nice_step(max(values, default=0.0))
-    top = step * max(1, math.ceil(max(values, default=0.0) / step))
+    # Any stored value may come through (a broken meter's 1.7e308 kWh): a value that is not a
+    # finite number is not drawn, and the scale never overflows.
+    bars = [b if _drawable(b.value) else b._replace(value=None) for b in bars]
+    peak = max((b.value for b in bars if b.value is not None), default=0.0)
+    step = nice_step(peak)
+    lines = max(1, math.ceil(peak / step))
+    top = step * lines
+    if not math.isfinite(top):  # near the largest double: the scale ends at the value itself
+        top, lines = peak, math.floor(peak / step)
     plot_w = WIDTH - LEFT - RIGHT
     plot_h = HEIGHT - TOP - BOTTOM
     slot = plot_w / max(1, len(bars))
@@ -71,9 +81,8 @@ def bar_chart(
         '<rect width="6" height="6" class="hatch-bg"/>'
         '<line x1="0" y1="0" x2="0" y2="6" class="hatch-line"/></pattern></defs>',
     ]
-    lines = round(top / step)
     for k in range(lines + 1):
-        y = TOP + plot_h - plot_h * k / lines
+        y = TOP + plot_h - plot_h * (step * k / top)
         parts.append(
             f'<line class="grid" x1="{LEFT}" y1="{y:.1f}" x2="{WIDTH - RIGHT}" y2="{y:.1f}"/>'
             f'<text class="axis" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
@@ -97,7 +106,7 @@ def bar_chart(
     for i, bar in enumerate(bars):
         x = LEFT + slot * i + gap / 2
         if bar.value is not None:
-            h = max(plot_h * bar.value / top, 0.5)
+            h = min(max(plot_h * (bar.value / top), 0.5), plot_h)
             parts.append(
                 f'{openings[bool(bar.estimated), bool(bar.partial)]} x="{x:.1f}"'
                 f' y="{bottom - h:.1f}{size}{h:.1f}"><title>{escape(bar.tooltip)}</title></rect>'

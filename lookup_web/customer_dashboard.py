@@ -1,28 +1,29 @@
 """Gathers one meter's overview for its customer: latest index, today, this billing period with
-its projection and tier, the daily and the monthly series. Four indexed, time-bounded queries."""
+its projection and tier, the daily and the monthly series.
+
+Every figure comes from the metering rules (``metering.usage`` over a
+``metering.register.Register``), fed by ``schema.register_inputs`` as bills and the
+closing-index export are; a closed billing period that has a bill shows the bill's kWh, so chart
+and bill cannot disagree. Periods are ``billing.periods``' and the tier widths
+``billing.tariff``'s. A handful of indexed, time-bounded queries.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import psycopg
 
+from billing.periods import Period, add_months, period_start
+from billing.tariff import Band, band_reached, bands
 from lookup_web import customer_queries as q
-from lookup_web.consumption import (
-    Amount,
-    Anchor,
-    Tier,
-    add_months,
-    daily,
-    local_midnight,
-    period_start,
-    periods,
-    projected_total,
-    tier_reached,
-    tiers_for_period,
-)
+from metering.calendar import local_midnight
+from metering.register import Point, Register
+from metering.usage import Use, billed_period, daily, projected_total, use_between
+from schema.register_inputs import registers
 
 MONTHS = 12
 
@@ -30,15 +31,16 @@ MONTHS = 12
 @dataclass(frozen=True)
 class Dashboard:
     latest: q.Reading | None
-    today: Amount
-    days: list[Amount]
+    today: Use
+    days: list[Use]
     period_start: date
     period_end: date
-    period_so_far: Amount
-    projected_kwh: float | None
-    tiers: list[Tier]
-    projected_tier: Tier | None
-    months: list[Amount]
+    period_so_far: Use
+    projected_kwh: Decimal | None
+    tiers: list[Band]
+    projected_tier: Band | None
+    months: list[Use]  # the last MONTHS billing periods by start day, the current one last
+    register: Register  # what the figures rest on (the closing indices of each period)
 
 
 def build(
@@ -52,45 +54,59 @@ def build(
 ) -> Dashboard:
     today = now.astimezone(zone).date()
     latest = q.latest_reading(conn, meter.id, now)
-    anchor = Anchor(latest.ts, latest.energy_import_kwh, latest.quality) if latest else None
+    point = Point(latest.ts, latest.energy_import_kwh, latest.quality) if latest else None
 
-    first_day = today - timedelta(days=days - 1)
-    day_list = [first_day + timedelta(days=k) for k in range(days)]
-    # Each day's start; a day's end is the next day's start, today's is the latest reading.
-    midnights = [local_midnight(d, zone) for d in day_list]
-    day_amounts = daily(
-        day_list,
-        {i.at: i for i in q.indices_at(conn, meter.id, midnights)},
-        zone,
-        meter.multiplier,
-        anchor,
-    )
-
+    day_list = [today - timedelta(days=days - 1 - k) for k in range(days)]
     current = period_start(today, customer.reading_day)
     starts = [add_months(current, k) for k in range(-(MONTHS - 1), 1)]
-    indices = q.indices_at(conn, meter.id, [local_midnight(s, zone) for s in starts])
-    month_amounts = periods(starts, indices, meter.multiplier, anchor)
+    names = [str(Period.ending_after(s)) for s in starts]
+    billed = q.meter_bills(conn, meter.id, names[:-1])
+
+    # The instants the figures rest on: each local midnight of the chart, the boundaries of the
+    # periods not billed yet, and the latest reading (the newest there is: nothing lies after
+    # it, so tonight's midnight needs no look-up).
+    instants = {local_midnight(d, zone) for d in day_list}
+    for k, start in enumerate(starts):
+        if names[k] not in billed:
+            instants.add(local_midnight(start, zone))
+            instants.add(local_midnight(add_months(start, 1), zone))
+    if point is not None:
+        instants.add(point.ts)
+    register = registers(conn, {meter.id: instants}, {meter.id: meter.serial})[meter.id]
+
+    multiplier = meter.multiplier
+    day_uses = daily(register, day_list, zone, multiplier, point)
+    months = []
+    for k, start in enumerate(starts[:-1]):
+        if names[k] in billed:
+            kwh, estimated = billed[names[k]]
+            months.append(Use(start, Decimal(kwh), estimated, billed=True))
+        else:
+            months.append(billed_period(register, start, starts[k + 1], zone, multiplier))
+    period_begins = local_midnight(current, zone)
+    if point is not None and point.ts >= period_begins:
+        so_far = use_between(register, current, period_begins, point.ts, multiplier, partial=True)
+    else:
+        so_far = Use(current, None, partial=True)
+    months.append(so_far)
 
     end = add_months(current, 1)
-    so_far = month_amounts[-1]
     projected = projected_total(
-        so_far.kwh,
-        local_midnight(current, zone),
-        local_midnight(end, zone),
-        latest.ts if latest else None,
+        so_far.kwh, period_begins, local_midnight(end, zone), point.ts if point else None
     )
     table = q.tariff(conn, customer.tariff_group, today)
-    tiers = tiers_for_period(table, current, end) if table else []
-    reached = tier_reached(tiers, projected) if projected is not None and tiers else None
+    tiers = bands(table, current, end) if table else []
+    reached = band_reached(tiers, projected) if projected is not None and tiers else None
     return Dashboard(
         latest=latest,
-        today=day_amounts[-1],
-        days=day_amounts,
+        today=day_uses[-1],
+        days=day_uses,
         period_start=current,
         period_end=end,
         period_so_far=so_far,
         projected_kwh=projected,
         tiers=tiers,
         projected_tier=reached,
-        months=month_amounts,
+        months=months,
+        register=register,
     )

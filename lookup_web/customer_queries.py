@@ -2,29 +2,25 @@
 
 ``readings`` is a hypertable in 7-day chunks. A query without a time bound makes the planner open
 every chunk, which costs more as history grows; so each reading query states the window it needs.
-The latest reading is first sought in the last few days, then further back. Daily and monthly
-consumption need only the index at each midnight or period boundary, so they are read as one-row
-lookups either side of each instant (two index probes per day, however often the meter reports)
-rather than by scanning every reading of the month.
+The latest reading is first sought in the last few days, then further back. The readings that
+daily and monthly use rest on are fetched by ``schema.register_inputs``, the one place the
+metering rules' inputs are read (as bills and the closing-index export read them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 
-from lookup_web.consumption import Anchor, Index, index_at
+from billing.tariff import Tier
 
 # The latest reading is sought in these windows, in turn, before giving up.
 LATEST_WINDOWS = (timedelta(days=3), timedelta(days=400))
-# How far from a boundary the readings that interpolate it are sought: first near, then far.
-NEAR_REACH = timedelta(days=1)
-BOUNDARY_REACH = timedelta(days=62)
 # The readings table pages within these windows, in turn.
 PAGE_WINDOWS = (timedelta(days=35), timedelta(days=400))
 
@@ -43,7 +39,7 @@ class Customer:
 class Meter:
     id: int
     serial: str
-    multiplier: float
+    multiplier: Decimal
     active: bool
 
 
@@ -90,7 +86,7 @@ def customer_and_meters(
     needs to check that the meter is theirs and to list the others."""
     rows = conn.execute(
         "SELECT c.id, c.code, c.name, c.address, c.tariff_group, c.reading_day,"
-        " m.id, m.serial, m.multiplier::float8, m.active"
+        " m.id, m.serial, m.multiplier, m.active"
         " FROM customers c LEFT JOIN meters m ON m.customer_id = c.id"
         " WHERE c.id = %s ORDER BY m.serial",
         (customer_id,),
@@ -116,89 +112,31 @@ def latest_reading(conn: psycopg.Connection, meter_id: int, now: datetime) -> Re
     return None
 
 
-def indices_at(
-    conn: psycopg.Connection, meter_id: int, instants: Sequence[datetime]
-) -> list[Index]:
-    """The interpolated index at each instant (midnights, period boundaries), from the nearest
-    reading on each side.
-
-    Two one-row index lookups per instant, in one round trip: each looks no further than a day
-    from its instant, and TimescaleDB opens only the chunk(s) that day falls in. A side found
-    empty (a meter silent over the instant) is sought again up to 62 days away — except at the
-    leading instants where nothing was found at all, before the meter's history begins."""
-    near = _nearest(conn, meter_id, instants, NEAR_REACH)
-    seen_data = False
-    missing = []
-    for k, (before, after) in enumerate(near):
-        seen_data = seen_data or before is not None or after is not None
-        if seen_data and (before is None or after is None):
-            missing.append(k)
-    if missing:
-        far = _nearest(conn, meter_id, [instants[k] for k in missing], BOUNDARY_REACH)
-        for k, (far_before, far_after) in zip(missing, far, strict=True):
-            before, after = near[k]
-            near[k] = (before or far_before, after or far_after)
-    # The readings' times come back as naive UTC; so is each instant here, which makes the
-    # interpolation's comparisons and differences exact without a time zone look-up each.
-    out = []
-    for at, (before, after) in zip(instants, near, strict=True):
-        index = index_at(at.astimezone(UTC).replace(tzinfo=None), before, after)
-        out.append(Index(at, index.kwh, index.estimated))
-    return out
-
-
-def _nearest(
-    conn: psycopg.Connection, meter_id: int, instants: Sequence[datetime], reach: timedelta
-) -> list[tuple[Anchor | None, Anchor | None]]:
-    """The readings at or before and at or after each instant within ``reach``, in the order of
-    ``instants``; their times in naive UTC."""
-    if not instants:
-        return []
+def meter_bills(
+    conn: psycopg.Connection, meter_id: int, periods: Sequence[str]
+) -> dict[str, tuple[int, bool]]:
+    """(billed kWh, estimated) of this meter's bills of ``periods``: the monthly chart shows a
+    closed period as billed."""
     rows = conn.execute(
-        "SELECT lo.ts AT TIME ZONE 'UTC', lo.energy_import_kwh, lo.quality,"
-        " hi.ts AT TIME ZONE 'UTC', hi.energy_import_kwh, hi.quality"
-        " FROM unnest(%(at)b::timestamptz[]) WITH ORDINALITY AS b(at, k)"
-        " LEFT JOIN LATERAL (SELECT ts, energy_import_kwh, quality FROM readings"
-        "   WHERE meter_id = %(meter)s AND ts <= b.at AND ts > b.at - %(reach)s"
-        "     AND ts >= %(low)s AND ts <= %(high)s"
-        "   ORDER BY ts DESC LIMIT 1) lo ON true"
-        " LEFT JOIN LATERAL (SELECT ts, energy_import_kwh, quality FROM readings"
-        "   WHERE meter_id = %(meter)s AND ts >= b.at AND ts < b.at + %(reach)s"
-        "     AND ts >= %(low)s AND ts <= %(high)s"
-        "   ORDER BY ts LIMIT 1) hi ON true"
-        " ORDER BY b.k",
-        {
-            "at": list(instants),
-            "meter": meter_id,
-            "reach": reach,
-            # Constant bounds as well, so the planner keeps only the chunks in range.
-            "low": min(instants) - reach,
-            "high": max(instants) + reach,
-        },
+        "SELECT period, consumption_kwh, estimated FROM bills"
+        " WHERE meter_id = %s AND period = ANY(%s)",
+        (meter_id, list(periods)),
         prepare=True,
     ).fetchall()
-    return [
-        (
-            Anchor(lo_ts, lo_kwh, lo_q) if lo_ts is not None else None,
-            Anchor(hi_ts, hi_kwh, hi_q) if hi_ts is not None else None,
-        )
-        for lo_ts, lo_kwh, lo_q, hi_ts, hi_kwh, hi_q in rows
-    ]
+    return {period: (int(kwh), bool(estimated)) for period, kwh, estimated in rows}
 
 
-def tariff(
-    conn: psycopg.Connection, tariff_group: str, on: date
-) -> list[tuple[int | None, int]] | None:
-    """(width kWh or None, price VND) of each tier of the table in force on ``on``."""
+def tariff(conn: psycopg.Connection, tariff_group: str, on: date) -> list[Tier] | None:
+    """The tiers of the table in force on ``on``."""
     rows = conn.execute(
-        "SELECT tt.width_kwh, tt.price_vnd FROM tariff_tiers tt"
+        "SELECT tt.tier, tt.width_kwh, tt.price_vnd FROM tariff_tiers tt"
         " WHERE tt.tariff_id = (SELECT id FROM tariff_tables WHERE tariff_group = %s"
         "   AND effective_from <= %s ORDER BY effective_from DESC LIMIT 1)"
         " ORDER BY tt.tier",
         (tariff_group, on),
         prepare=True,
     ).fetchall()
-    return [(r[0], r[1]) for r in rows] or None
+    return [Tier(*r) for r in rows] or None
 
 
 _READING_COLUMNS = (

@@ -12,10 +12,9 @@ has not failed always gets in.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import wraps
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
@@ -34,18 +33,20 @@ from flask import (
 )
 from flask_wtf.csrf import generate_csrf
 
-from lookup_web import charts, db, formatting, security
+import exports
+from billing.periods import Period
+from lookup_web import charts, clock, db, formatting, security
 from lookup_web import customer_queries as q
 from lookup_web.attempts import FailureLimit
-from lookup_web.consumption import Amount, period_name
 from lookup_web.customer_dashboard import build
 from lookup_web.i18n import gettext as _
-from schema import exports
+from metering.usage import Use
+from schema.identifiers import CUSTOMER_CODE, SERIAL
 
 bp = Blueprint("customers", __name__)
 
-CODE_RE = re.compile(r"[A-Z]{2}[A-Z0-9]{4}[0-9]{5,7}")
-SERIAL_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+CODE_RE = CUSTOMER_CODE
+SERIAL_RE = SERIAL
 PAGE_SIZE = 48
 CSV_MAX_DAYS = exports.MAX_EXPORT_DAYS
 CSV_DEFAULT_DAYS = 90
@@ -88,8 +89,7 @@ _headers = security.apply_headers
 
 
 def _now() -> datetime:
-    clock: Callable[[], datetime] | None = current_app.config.get("CLOCK")
-    return clock() if clock is not None else datetime.now(UTC)
+    return clock.now()
 
 
 def _zone() -> ZoneInfo:
@@ -204,7 +204,8 @@ def meter(customer_id: int, serial: str) -> str:
     ]
     month_rows = []
     for a in board.months:
-        name = fmt.month(period_name(a.start))
+        ends = Period.ending_after(a.start)  # a period is named after the month it ends in
+        name = fmt.month(date(ends.year, ends.month, 1))
         month_rows.append(Row(name, name, fmt.kwh(a.kwh), a))
     return render_template(
         "customer/meter.html",
@@ -242,7 +243,7 @@ class Row(NamedTuple):
     label: str  # 20/06/2025 or 07/2025
     short: str  # the label under the bar
     kwh: str  # 6,00 kWh
-    amount: Amount
+    amount: Use
 
 
 def _chart(
@@ -257,7 +258,8 @@ def _chart(
             tooltip += f" ({estimated})"
         if a.partial:
             tooltip += f" ({so_far})"
-        bars.append(charts.Bar(row.short, tooltip, a.kwh, a.estimated, a.partial))
+        value = None if a.kwh is None else float(a.kwh)
+        bars.append(charts.Bar(row.short, tooltip, value, a.estimated, a.partial))
     known = [row.amount.kwh for row in rows if row.amount.kwh is not None]
     return charts.bar_chart(
         bars,

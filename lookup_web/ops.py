@@ -15,7 +15,11 @@
   being sent, sent, dead (with the latest error), expired; the oldest still waiting.
 - **Read completeness** per province for yesterday (local day): meters with at least one reading
   in every interval of the day ÷ all active meters. It scans a day of readings, so it is kept
-  for ``OPS_COMPLETENESS_TTL`` seconds per process.
+  for ``OPS_COMPLETENESS_TTL`` seconds per process (a ``cachetools`` TTL cache: concurrent
+  requests that miss it wait for the one computing it).
+
+"Now" is the site's clock (``lookup_web.clock``: the app's ``CLOCK`` when set), passed to every
+query, never the database's ``now()``; so tests move time instead of waiting for it.
 
 The page reloads itself every ``OPS_REFRESH`` seconds; ``/api/v1`` serves the same data as JSON.
 """
@@ -23,19 +27,21 @@ The page reloads itself every ``OPS_REFRESH`` seconds; ``/api/v1`` serves the sa
 from __future__ import annotations
 
 import threading
-import time as clock
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import cachetools
 import psycopg
-from flask import Blueprint, current_app, redirect, render_template, url_for
+from flask import Blueprint, Flask, current_app, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 
 from care import outbox
-from lookup_web import auth, db
+from lookup_web import auth, clock, db
+from metering.expected import MQTT_INTERVAL_S, POLL_INTERVAL_S
 from schema import audit
 
 bp = Blueprint("ops", __name__, url_prefix="/ops")
@@ -44,8 +50,8 @@ DEFAULTS: dict[str, Any] = {
     "OPS_LATE_AFTER": 15.0,  # seconds without a heartbeat (collectors beat every 5 s)
     "OPS_DOWN_AFTER": 60.0,
     "OPS_REFRESH": 30,
-    "OPS_POLL_INTERVAL": 60.0,
-    "OPS_MQTT_INTERVAL": 60.0,
+    "OPS_POLL_INTERVAL": POLL_INTERVAL_S,  # doxa web passes DOXA_POLL_INTERVAL
+    "OPS_MQTT_INTERVAL": MQTT_INTERVAL_S,  # doxa web passes DOXA_MQTT_INTERVAL
     "OPS_COMPLETENESS_TTL": 600.0,
     "OPS_LIST_LIMIT": 100,
 }
@@ -165,7 +171,9 @@ def _rate(ok: int, total: int) -> float | None:
     return ok / total if total else None
 
 
-def collectors(conn: psycopg.Connection, thresholds: Thresholds) -> list[CollectorHealth]:
+def collectors(
+    conn: psycopg.Connection, thresholds: Thresholds, now: datetime
+) -> list[CollectorHealth]:
     rows = conn.execute(
         """
         WITH beats AS (
@@ -173,23 +181,25 @@ def collectors(conn: psycopg.Connection, thresholds: Thresholds) -> list[Collect
                    sum(mqtt_rejected) AS rejected, sum(polls_ok) AS ok,
                    sum(polls_failed) AS failed
             FROM collector_heartbeats
-            WHERE ts > now() - interval '1 hour'
+            WHERE ts > %(now)s::timestamptz - interval '1 hour'
             GROUP BY collector_id
         ), latency AS (
             SELECT collector_id,
                    percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95
             FROM poll_outcomes
-            WHERE ts > now() - interval '1 hour' AND latency_ms IS NOT NULL
+            WHERE ts > %(now)s::timestamptz - interval '1 hour' AND latency_ms IS NOT NULL
             GROUP BY collector_id
         )
         SELECT c.id, c.host, c.version, c.pid, c.started_at, c.last_seen,
-               greatest(extract(epoch FROM now() - c.last_seen), 0)::float8, c.poll_interval,
+               greatest(extract(epoch FROM %(now)s::timestamptz - c.last_seen), 0)::float8,
+               c.poll_interval,
                c.spool_depth, coalesce(b.written, 0), coalesce(b.received, 0),
                coalesce(b.rejected, 0), coalesce(b.ok, 0), coalesce(b.failed, 0), l.p95
         FROM collectors c
         LEFT JOIN beats b ON b.collector_id = c.id
         LEFT JOIN latency l ON l.collector_id = c.id
-        ORDER BY c.id"""
+        ORDER BY c.id""",
+        {"now": now},
     ).fetchall()
     out = []
     for r in rows:
@@ -218,7 +228,7 @@ def collectors(conn: psycopg.Connection, thresholds: Thresholds) -> list[Collect
     return out
 
 
-def gateways(conn: psycopg.Connection) -> list[GatewayHealth]:
+def gateways(conn: psycopg.Connection, now: datetime) -> list[GatewayHealth]:
     rows = conn.execute(
         """
         SELECT gateway,
@@ -231,9 +241,10 @@ def gateways(conn: psycopg.Connection) -> list[GatewayHealth]:
                (array_agg(outcome || coalesce(': ' || detail, '') ORDER BY ts DESC)
                    FILTER (WHERE outcome NOT IN ('ok', 'backoff')))[1]
         FROM poll_outcomes
-        WHERE ts > now() - interval '1 hour'
+        WHERE ts > %(now)s::timestamptz - interval '1 hour'
         GROUP BY gateway
-        ORDER BY gateway"""
+        ORDER BY gateway""",
+        {"now": now},
     ).fetchall()
     return [
         GatewayHealth(r[0], int(r[1]), int(r[2]), int(r[3]), _rate(r[2], r[1]), r[4], r[5], r[6])
@@ -248,14 +259,19 @@ _INTERVAL_SQL = """
 _INTERVAL_JOINS = """
     LEFT JOIN collectors assigned ON assigned.id = m.collector_id
     CROSS JOIN (SELECT min(poll_interval) AS poll_interval FROM collectors
-                WHERE last_seen > now() - interval '1 day') shared"""
+                WHERE last_seen > %(now)s::timestamptz - interval '1 day') shared"""
 
 
 def stale_meters(
-    conn: psycopg.Connection, thresholds: Thresholds, limit: int
+    conn: psycopg.Connection, thresholds: Thresholds, limit: int, now: datetime
 ) -> tuple[int, list[StaleMeter]]:
     """How many active meters are stale, and the ``limit`` stalest."""
-    params = {"mqtt": thresholds.mqtt_interval, "poll": thresholds.poll_interval, "limit": limit}
+    params = {
+        "mqtt": thresholds.mqtt_interval,
+        "poll": thresholds.poll_interval,
+        "limit": limit,
+        "now": now,
+    }
     rows = conn.execute(
         f"""
         WITH expected AS (
@@ -272,7 +288,7 @@ def stale_meters(
             FROM expected e
             LEFT JOIN meter_status s ON s.meter_id = e.id
             WHERE coalesce(s.last_reading_ts, e.created_at)
-                  < now() - make_interval(secs => 2 * e.interval_s)
+                  < %(now)s::timestamptz - make_interval(secs => 2 * e.interval_s)
         )
         SELECT serial, code, province, protocol, gateway, collector_id, interval_s,
                last_reading_ts, last_error, last_error_at, failures, count(*) OVER ()
@@ -298,9 +314,10 @@ def rejected_messages(conn: psycopg.Connection, limit: int) -> list[RejectedMess
     return [RejectedMessage(*r) for r in rows]
 
 
-def count_rejected(conn: psycopg.Connection, since: str = "1 hour") -> int:
+def count_rejected(conn: psycopg.Connection, now: datetime, since: str = "1 hour") -> int:
     row = conn.execute(
-        "SELECT count(*) FROM rejected_messages WHERE received_at > now() - %s::interval", (since,)
+        "SELECT count(*) FROM rejected_messages WHERE received_at > %s::timestamptz - %s::interval",
+        (now, since),
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -318,6 +335,7 @@ def completeness(
         "end": end,
         "mqtt": thresholds.mqtt_interval,
         "poll": thresholds.poll_interval,
+        "now": end,  # the collectors seen in the day before it ended
     }
     rows = conn.execute(
         f"""
@@ -349,25 +367,45 @@ def completeness(
     return [Completeness(r[0], int(r[1]), int(r[2])) for r in rows]
 
 
-_cache_lock = threading.Lock()
+_setup_lock = threading.Lock()
 
 
-def cached_completeness(conn: psycopg.Connection, tz: str) -> tuple[date, list[Completeness]]:
+def _completeness_cache(app: Flask) -> Callable[..., list[Completeness]]:
+    """The app's cached :func:`completeness`: one entry per (day, zone, thresholds), kept
+    ``OPS_COMPLETENESS_TTL`` seconds of the site's clock; a miss is computed once while the
+    other requests for it wait (cachetools' ``condition``)."""
+    with _setup_lock:
+        cached: Callable[..., list[Completeness]] | None = app.extensions.get(
+            "doxa_ops_completeness"
+        )
+        if cached is None:
+            cache: cachetools.TTLCache[Any, list[Completeness]] = cachetools.TTLCache(
+                maxsize=4,
+                ttl=float(app.config.get("OPS_COMPLETENESS_TTL", DEFAULTS["OPS_COMPLETENESS_TTL"])),
+                timer=lambda: _timer(app),
+            )
+            cached = cachetools.cached(
+                cache,
+                key=lambda conn, day, tz, thresholds: (day, tz, thresholds),
+                condition=threading.Condition(),
+            )(completeness)
+            app.extensions["doxa_ops_completeness"] = cached
+        return cached
+
+
+def _timer(app: Flask) -> float:
+    with app.app_context():
+        return clock.now().timestamp()
+
+
+def cached_completeness(
+    conn: psycopg.Connection, tz: str, now: datetime | None = None
+) -> tuple[date, list[Completeness]]:
     """Yesterday's completeness, recomputed at most every ``OPS_COMPLETENESS_TTL`` seconds."""
-    yesterday = datetime.now(ZoneInfo(tz)).date() - timedelta(days=1)
-    thresholds = Thresholds.from_config()
-    key = (yesterday, thresholds)
-    ttl = float(setting("OPS_COMPLETENESS_TTL"))
-    cache = current_app.extensions.setdefault("doxa_ops_completeness", {})
-    with _cache_lock:
-        hit = cache.get(key)
-        if hit and clock.monotonic() - hit[0] < ttl:
-            return yesterday, hit[1]
-    result = completeness(conn, yesterday, tz, thresholds)
-    with _cache_lock:
-        cache.clear()
-        cache[key] = (clock.monotonic(), result)
-    return yesterday, result
+    now = now if now is not None else clock.now()
+    yesterday = now.astimezone(ZoneInfo(tz)).date() - timedelta(days=1)
+    compute = _completeness_cache(current_app._get_current_object())  # type: ignore[attr-defined]
+    return yesterday, compute(conn, yesterday, tz, Thresholds.from_config())
 
 
 # -- the page ----------------------------------------------------------------------------------
@@ -379,15 +417,15 @@ def dashboard() -> Any:
     thresholds = Thresholds.from_config()
     limit = int(setting("OPS_LIST_LIMIT"))
     tz = str(current_app.config["TIMEZONE"])
+    now = clock.now()
     with db.connection() as conn:
-        collector_list = collectors(conn, thresholds)
-        gateway_list = gateways(conn)
-        stale_count, stale = stale_meters(conn, thresholds, limit)
+        collector_list = collectors(conn, thresholds, now)
+        gateway_list = gateways(conn, now)
+        stale_count, stale = stale_meters(conn, thresholds, limit, now)
         rejected = rejected_messages(conn, min(limit, 50))
-        rejected_1h = count_rejected(conn)
-        day, complete = cached_completeness(conn, tz)
+        rejected_1h = count_rejected(conn, now)
+        day, complete = cached_completeness(conn, tz, now)
         notices = outbox.summary(conn)  # customers' notices per kind (care/outbox.py)
-        now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
     return render_template(
         "ops/dashboard.html",
         collectors=collector_list,

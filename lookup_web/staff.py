@@ -1,7 +1,7 @@
 """Staff pages at ``/staff``: sign-in and sign-out, exports (readings, closing indices, bills as
 CSV or XLSX), API tokens and, for admins, the audit log.
 
-Exports run the same code as ``doxa export`` (``schema.exports``) and stream: the response starts
+Exports run the same code as ``doxa export`` (``exports``) and stream: the response starts
 as soon as the first rows are found, and each export is written to the audit log with its row
 count once it has ended (``complete`` is false when the download was cut short).
 """
@@ -9,6 +9,7 @@ count once it has ended (``complete`` is false when the download was cut short).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,9 +40,12 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
+import exports
+from billing.periods import FIRST_YEAR, LAST_YEAR, PERIOD
 from lookup_web import auth, db
 from lookup_web.security import client_address, safe_redirect_target
-from schema import audit, exports, users
+from schema import audit, users
+from schema.identifiers import CUSTOMER_PREFIX
 
 log = logging.getLogger(__name__)
 bp = Blueprint("staff", __name__, url_prefix="/staff")
@@ -62,7 +66,11 @@ class _ExportForm(FlaskForm):  # type: ignore[misc]
         _l("Customer code prefix (branch)"),
         validators=[
             Optional(),
-            Regexp(r"^[A-Za-z0-9]{1,13}$", message=_l("Letters and digits only, e.g. PB0101.")),
+            Regexp(
+                CUSTOMER_PREFIX.pattern,
+                flags=re.IGNORECASE,
+                message=_l("Letters and digits only, e.g. PB0101."),
+            ),
         ],
     )
     fmt = RadioField(
@@ -115,19 +123,19 @@ class PeriodForm(_ExportForm):
         _l("Billing period (YYYY-MM)"),
         validators=[
             DataRequired(),
-            Regexp(r"^\d{4}-(0[1-9]|1[0-2])$", message=_l("Use the form YYYY-MM.")),
+            Regexp(PERIOD, message=_l("Use the form YYYY-MM.")),
         ],
         render_kw={"type": "month", "placeholder": "YYYY-MM"},
     )
 
     def validate_period(self, field: StringField) -> None:
         year = int(str(field.data)[:4]) if str(field.data)[:4].isdigit() else None
-        if year is not None and not exports.FIRST_DAY.year <= year <= exports.LAST_DAY.year:
+        if year is not None and not FIRST_YEAR <= year <= LAST_YEAR:
             raise ValidationError(
                 _(
                     "Periods go from %(first)s to %(last)s.",
-                    first=f"{exports.FIRST_DAY.year}-01",
-                    last=f"{exports.LAST_DAY.year}-12",
+                    first=f"{FIRST_YEAR}-01",
+                    last=f"{LAST_YEAR}-12",
                 )
             )
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 import psycopg
+
+from doxa.errors import InventoryError
+from schema.identifiers import COLLECTOR_ID, CUSTOMER_CODE, SERIAL
 
 REQUIRED_COLUMNS = (
     "customer_code",
@@ -32,20 +34,7 @@ REQUIRED_COLUMNS = (
     "multiplier",
 )
 OPTIONAL_COLUMNS = ("collector_id",)
-CUSTOMER_CODE = re.compile(r"^[A-Z]{2}[A-Z0-9]{4}[0-9]{5,7}$")
-# A serial is one MQTT topic level, so no '/', '+' or '#'.
-SERIAL = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-COLLECTOR_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_REPORTED = 50
-
-
-class InventoryError(ValueError):
-    """The file cannot be imported; ``problems`` holds one 'line N, column C: …' text each."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        super().__init__(problems[0] + more)
 
 
 @dataclass(frozen=True)

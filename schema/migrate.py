@@ -13,14 +13,12 @@ from importlib import resources
 
 import psycopg
 
+from doxa.errors import MigrationError
+
 MIGRATIONS_PACKAGE = "schema.migrations"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # pg_advisory_lock key: the bytes "doxa" as an integer, so it is recognisable in pg_locks.
 _LOCK_KEY = int.from_bytes(b"doxa", "big")
-
-
-class MigrationError(RuntimeError):
-    """The schema could not be brought up to date; the message says why and what to do."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from doxa.errors import UserError
+
 ROLES = ("billing", "engineer", "admin")
 USERNAME = re.compile(r"^[a-z0-9_.@-]{1,64}$")
 MIN_PASSWORD_LENGTH = 8
@@ -32,10 +34,6 @@ MAX_PASSWORD_LENGTH = 1024
 TOKEN_PREFIX = "doxa_"
 
 _hasher = PasswordHasher()
-
-
-class UserError(ValueError):
-    """A user cannot be created or changed; the message says why in one line."""
 
 
 @dataclass(frozen=True)

@@ -196,3 +196,31 @@ def test_openapi_document_describes_every_route(make_app) -> None:
                 assert (
                     ref.removeprefix("#/components/schemas/") in document["components"]["schemas"]
                 )
+
+
+def test_openapi_data_file_matches_the_code() -> None:
+    """``lookup_web/openapi.json`` is data; it must say what the code does: the paging limit's
+    range and the reading fields the readings route returns."""
+    import exports
+    from lookup_web import api
+
+    document = api.openapi_document()
+    limits = [
+        p["schema"]
+        for item in document["paths"].values()
+        for p in item["get"].get("parameters", [])
+        if p["name"] == "limit"
+    ]
+    assert limits and all(
+        s == {"type": "integer", "minimum": 1, "maximum": api.MAX_LIMIT} for s in limits
+    )
+    reading = document["components"]["schemas"]["Readings"]["properties"]["readings"]["items"]
+    assert list(reading["properties"]) == ["ts", *api.READING_FIELDS]
+    quality = reading["properties"]["quality"]["enum"]
+    assert quality == ["actual", "estimated", "edited"]
+    # The days the readings route accepts, and its 400 for anything else.
+    route = document["paths"]["/meters/{serial}/readings"]["get"]
+    days = {p["name"]: p.get("description", "") for p in route["parameters"]}
+    for name in ("from", "to", "after"):
+        assert str(exports.FIRST_DAY) in days[name] and str(exports.LAST_DAY) in days[name], name
+    assert {"400", "404"} <= set(route["responses"])

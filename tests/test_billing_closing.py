@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from schema.billing.closing import (
+from metering.register import (
     DETECTED_DROP,
     PERIOD_START,
     REPLACEMENT,

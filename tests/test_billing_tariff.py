@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schema.billing.rounding import half_up, half_up_3
-from schema.billing.tariff import (
+from billing.tariff import (
     Priced,
     TariffError,
     TariffTable,
@@ -20,6 +19,7 @@ from schema.billing.tariff import (
     days_in_month_before,
     price,
 )
+from metering.rounding import half_up, half_up_3
 
 
 def table(effective_from: date, *tiers: tuple[int | None, int]) -> TariffTable:

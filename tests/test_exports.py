@@ -26,7 +26,7 @@ from test_staff_helpers import (
     signed_in_client,
 )
 
-from schema import exports
+import exports
 
 pytestmark = pytest.mark.db
 VN = ZoneInfo("Asia/Ho_Chi_Minh")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -58,45 +57,80 @@ def add_collector(db: psycopg.Connection, collector_id: str, **values: object) -
     )
 
 
-def test_a_collector_goes_late_then_down_when_its_heartbeats_stop(db, db_url, make_app) -> None:
+def test_a_collector_goes_late_then_down_when_its_heartbeats_stop(db, make_app) -> None:
+    """The site's clock is injected (``CLOCK``): the last heartbeat stays at T while the clock
+    moves past the late and down thresholds. No real time passes, so nothing races."""
+    beat = datetime(2025, 6, 20, 10, 0, tzinfo=VN)
     add_collector(db, "edge-a")
-    app = make_app(OPS_LATE_AFTER=1.0, OPS_DOWN_AFTER=2.0)
+    db.execute(
+        "UPDATE collectors SET last_seen = %s, started_at = %s WHERE id = 'edge-a'",
+        (beat, beat - timedelta(hours=3)),
+    )
+    db.execute(
+        "INSERT INTO collector_heartbeats (ts, collector_id, readings_written)"
+        " VALUES (%s, 'edge-a', 10)",
+        (beat,),
+    )
+    now = [beat]
+    app = make_app(OPS_LATE_AFTER=1.0, OPS_DOWN_AFTER=2.0, CLOCK=lambda: now[0])
     client = engineer(app, db)
-    stop = threading.Event()
 
-    def heartbeats() -> None:
-        with psycopg.connect(db_url, autocommit=True) as conn:  # (info.dsn drops the password)
-            while not stop.is_set():
-                conn.execute("UPDATE collectors SET last_seen = now() WHERE id = 'edge-a'")
-                conn.execute(
-                    "INSERT INTO collector_heartbeats (ts, collector_id, readings_written)"
-                    " VALUES (now(), 'edge-a', 10)"
-                )
-                stop.wait(0.1)
-
-    def status() -> str:
+    def status(after: float) -> str:
+        now[0] = beat + timedelta(seconds=after)
         page = client.get("/ops").get_data(as_text=True)
         return re.search(r'data-collector="edge-a" data-status="(\w+)"', page)[1]  # type: ignore[index]
 
-    beating = threading.Thread(target=heartbeats)
-    beating.start()
-    try:
-        time.sleep(0.3)
-        assert [status() for _ in range(3)] == ["ok", "ok", "ok"]
-        api = client.get("/api/v1/collectors").get_json()
-        assert api["collectors"][0]["id"] == "edge-a" and api["collectors"][0]["status"] == "ok"
-    finally:
-        stop.set()
-        beating.join()
-    seen = []
-    deadline = time.monotonic() + 10
-    while (not seen or seen[-1] != "down") and time.monotonic() < deadline:
-        current = status()
-        if not seen or seen[-1] != current:
-            seen.append(current)
-        time.sleep(0.1)
-    assert seen == ["ok", "late", "down"]
-    assert client.get("/api/v1/collectors").get_json()["collectors"][0]["status"] == "down"
+    seen = [status(s) for s in (0, 0.5, 1.0, 1.001, 2.0, 2.001, 3599)]
+    assert seen == ["ok", "ok", "ok", "late", "late", "down", "down"]
+    (api,) = client.get("/api/v1/collectors").get_json()["collectors"]
+    assert (api["status"], api["heartbeat_age_s"], api["readings_written_1h"]) == ("down", 3599, 10)
+    now[0] = beat + timedelta(hours=1)  # the heartbeat has left the last hour
+    (api,) = client.get("/api/v1/collectors").get_json()["collectors"]
+    assert api["readings_written_1h"] == 0
+
+
+def test_completeness_is_computed_once_and_kept_for_its_ttl(
+    db, db_url, make_app, monkeypatch
+) -> None:
+    """Concurrent requests that miss the cache wait for the one computing it; the entry lives
+    OPS_COMPLETENESS_TTL seconds of the site's clock."""
+    from lookup_web import ops
+
+    calls: list[int] = []
+    everyone_asked = threading.Event()
+    real = ops.completeness
+
+    def counted(*args: object) -> object:
+        calls.append(1)
+        everyone_asked.wait(timeout=10)  # hold the computation until all threads asked
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ops, "completeness", counted)
+    now = [datetime(2025, 6, 20, 10, 0, tzinfo=VN)]
+    app = make_app(OPS_COMPLETENESS_TTL=600, CLOCK=lambda: now[0])
+    asked = []
+    results = []
+
+    def ask() -> None:
+        with app.app_context(), psycopg.connect(db_url) as conn:  # (info.dsn drops the password)
+            asked.append(1)
+            if len(asked) == 8:
+                everyone_asked.set()
+            results.append(ops.cached_completeness(conn, "Asia/Ho_Chi_Minh"))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(results) == 8 and len(set(map(repr, results))) == 1
+    assert calls == [1]
+    now[0] += timedelta(seconds=599)
+    ask()
+    assert calls == [1]
+    now[0] += timedelta(seconds=2)  # past the TTL
+    ask()
+    assert calls == [1, 1]
 
 
 def test_last_hour_figures_and_gateways(db, make_app) -> None:

@@ -124,6 +124,11 @@ def test_doxa_web_reports_a_busy_port(doxa: Callable[..., object], db_url: str) 
 def _lookup(port: int, code: str, serial: str) -> int:
     """The lookup form as a browser fills it, each request on a new connection (so any of the
     workers may take it): the status of the POST."""
+    return _lookup_answer(port, code, serial)[0]
+
+
+def _lookup_answer(port: int, code: str, serial: str) -> tuple[int, str]:
+    """The lookup form's POST over HTTP: its status and the session cookie it sets."""
     import http.client
     import re
 
@@ -143,9 +148,10 @@ def _lookup(port: int, code: str, serial: str) -> int:
         body=body,
         headers={"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"},
     )
-    status = conn.getresponse().status
+    response = conn.getresponse()
+    response.read()
     conn.close()
-    return status
+    return response.status, (response.headers["Set-Cookie"] or "").split(";", 1)[0]
 
 
 def test_workers_share_the_lookup_rate_limit(db_url: str, tmp_path: Path) -> None:
@@ -161,3 +167,59 @@ def test_workers_share_the_lookup_rate_limit(db_url: str, tmp_path: Path) -> Non
         # The address's window holds its failures: the refused attempt was not tried, and its
         # count was given back.
         assert counters[0][0] == 20
+
+
+def _session(port: int, code: str, serial: str) -> str:
+    """Sign in with the lookup form over HTTP; the session cookie it sets."""
+    status, cookie = _lookup_answer(port, code, serial)
+    assert status == 302, status
+    return cookie
+
+
+def test_any_stored_value_gives_a_page_not_a_500(db_url: str, tmp_path: Path) -> None:
+    """Issue 20, finding 4: a finite but absurd register (1.7e308 kWh, a jump of 10^300, the
+    largest double) or one that is not a number at all, stored however it got in: every meter
+    page answers 200 over HTTP from a real doxa web, the absurd days shown unknown."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    hour = timedelta(hours=1)
+    normal = [(now - (72 - k) * hour, 1000.0 + k) for k in range(70)]
+    cases = {
+        "ABSURD-LATEST": [*normal, (now - hour, 1.7e308)],
+        "ABSURD-SPIKE": [*normal[:40], (normal[40][0], 1e300), *normal[41:]],
+        "LARGEST-DOUBLE": [(ts, 1.7976931348623157e308) for ts, _ in normal],
+        "HUGE-NEGATIVE": [(ts, -1.7e308 + k) for k, (ts, _) in enumerate(normal)],
+        "NOT-A-NUMBER": [*normal, (now - hour, float("nan")), (now - hour / 2, float("inf"))],
+    }
+    with psycopg.connect(db_url, autocommit=True) as db:
+        customer = db.execute(
+            "INSERT INTO customers (code, name, reading_day) VALUES ('PB01010099999', 'An', 15)"
+            " RETURNING id"
+        ).fetchone()
+        assert customer is not None
+        for serial, rows in cases.items():
+            meter = db.execute(
+                "INSERT INTO meters (serial, customer_id, protocol) VALUES (%s, %s, 'mqtt')"
+                " RETURNING id",
+                (serial, customer[0]),
+            ).fetchone()
+            assert meter is not None
+            db.cursor().executemany(
+                "INSERT INTO readings (meter_id, ts, energy_import_kwh, source)"
+                " VALUES (%s, %s, %s, 'mqtt')",
+                [(meter[0], ts, kwh) for ts, kwh in rows],
+            )
+    import http.client
+
+    with doxa_web(db_url, tmp_path, DOXA_WEB_WORKERS="1", DOXA_WEB_THREADS="2") as (_, port):
+        cookie = _session(port, "PB01010099999", "ABSURD-LATEST")
+        for serial in cases:
+            for path in (f"/meters/{serial}", f"/meters/{serial}?days=90"):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+                conn.request("GET", path, headers={"Cookie": cookie})
+                response = conn.getresponse()
+                page = response.read().decode()
+                conn.close()
+                assert response.status == 200, (path, response.status)
+                assert f"<strong>{serial}</strong>" in page and "<svg" in page

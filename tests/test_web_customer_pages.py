@@ -146,14 +146,19 @@ def test_gap_and_estimated_readings_are_marked(app: Flask, db: psycopg.Connectio
     assert row and "13/06/2025 08:00" in text(row.group(0)) and "ước tính" in text(row.group(0))
 
 
-def test_register_reset_shows_unknown_not_negative(app: Flask, db: psycopg.Connection) -> None:
+def test_register_reset_adds_both_registers_never_negative(
+    app: Flask, db: psycopg.Connection
+) -> None:
+    """The register falls by 5,000 kWh at 12:00 on the 18th (a reset, as billing detects it):
+    the day adds 00:00–11:00 on the old register (11 kWh) and 12:00–24:00 on the new one (12 kWh);
+    the hour across the drop is unknown and not counted (contract §10)."""
     _, meter_id = add_customer(db, CODE, SERIAL)
     rows = steady_readings(NOW - timedelta(days=5), NOW, timedelta(hours=1), 5000, 1)
     reset_at = datetime(2025, 6, 18, 12, tzinfo=ZONE)
     rows = [(ts, kwh - 5000 if ts >= reset_at else kwh, q) for ts, kwh, q in rows]
     add_readings(db, meter_id, rows)
     page = text(signed_in(app).get(f"/meters/{SERIAL}").get_data(as_text=True))
-    assert "18/06/2025 – " in page
+    assert "18/06/2025 23,00 kWh" in page
     assert "17/06/2025 24,00 kWh" in page and "19/06/2025 24,00 kWh" in page
     assert "-4" not in page  # no negative consumption anywhere
 

@@ -18,7 +18,8 @@ from test_staff_helpers import PASSWORD, add_customer, add_meter, add_staff
 from test_web_customer_cli import doxa_web
 from test_web_http_support import WebClient
 
-from schema import exports, users
+import exports
+from schema import users
 
 pytestmark = pytest.mark.db
 

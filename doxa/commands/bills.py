@@ -5,10 +5,9 @@ from __future__ import annotations
 import click
 import psycopg
 
+from billing.periods import Period
+from billing.run import run_bills
 from doxa.app import App
-from doxa.errors import BadInput, Failure
-from schema.billing.periods import Period
-from schema.billing.run import BillingDataError, run_bills
 
 
 @click.group("bills")
@@ -28,15 +27,9 @@ def run_command(app: App, period: str) -> None:
     in force…) are listed with the reason, and the command still exits 0; exit 2 means a bad
     period, 1 a database failure.
     """
-    try:
-        parsed = Period.parse(period)
-    except ValueError as exc:
-        raise BadInput(str(exc)) from exc
+    parsed = Period.parse(period)  # PeriodError: exit 2
     with psycopg.connect(app.database_url()) as conn:
-        try:
-            report = run_bills(conn, parsed, app.settings.timezone)
-        except BillingDataError as exc:
-            raise Failure(str(exc)) from exc
+        report = run_bills(conn, parsed, app.settings.timezone)  # BillingDataError: exit 1
     kept = f", {len(report.kept_issued)} kept (already issued)" if report.kept_issued else ""
     click.echo(
         f"bills {report.period}: {report.written} computed ({report.estimated} estimated)"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import socket
 from importlib.metadata import PackageNotFoundError, version
 
@@ -11,8 +10,7 @@ import click
 
 from doxa.app import App
 from doxa.errors import BadInput, Failure
-
-COLLECTOR_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+from schema.identifiers import COLLECTOR_ID
 
 
 def _version() -> str:

@@ -1,6 +1,6 @@
 """``doxa export``: readings, closing indices and bills as CSV or XLSX (contract §3).
 
-The same code as the staff pages' exports (``schema.exports``); every run is written to the
+The same code as the staff pages' exports (``exports``); every run is written to the
 audit log with actor ``cli`` and its row count.
 """
 
@@ -19,9 +19,11 @@ from typing import Any, BinaryIO
 import click
 import psycopg
 
+import exports
 from doxa.app import App
 from doxa.errors import BadInput
-from schema import audit, exports
+from metering.register import MAX_GAP, SEARCH_WINDOW
+from schema import audit
 
 _DATE = click.DateTime(formats=["%Y-%m-%d"])
 
@@ -170,18 +172,19 @@ def bills_command(
     _run(app, _spec(lambda: exports.bills(period, selection)), fmt, out)
 
 
-@command.command("closing-indices")
+@command.command(
+    "closing-indices",
+    help="Every active meter's register at the close of a period (reading day, 00:00 local)."
+    "\n\nThe index its bill ends on: interpolated between the nearest readings on either side;"
+    f" estimated when they are more than {MAX_GAP.seconds // 3600} hours apart or one is not"
+    f" an actual reading; empty when a side has no reading within {SEARCH_WINDOW.days} days.",
+)
 @click.option("--period", required=True, help="Billing period, YYYY-MM.")
 @_common
 @click.pass_obj
 def closing_command(
     app: App, period: str, province: str | None, customer_prefix: str | None, fmt: str, out: str
 ) -> None:
-    """Every active meter's register at the close of a period (reading day, 00:00 local).
-
-    Interpolated between the nearest readings on either side; estimated when they are more than
-    2 hours apart; index empty when a side has no reading within 62 days.
-    """
     tz = str(app.settings.timezone)
     selection = _selection(province, customer_prefix)
     _run(app, _spec(lambda: exports.closing_indices(period, tz, selection)), fmt, out)

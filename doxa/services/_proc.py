@@ -10,9 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-
-class ServiceError(RuntimeError):
-    """A local service could not be set up, started or stopped; the message says why."""
+from doxa.errors import ServiceError
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -22,13 +22,10 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
-from schema.billing.rounding import half_up
-
-
-class TariffError(ValueError):
-    """No tariff or VAT rate is in force for a day, or a tariff table is malformed."""
+from doxa.errors import TariffError
+from metering.rounding import Exact, half_up
 
 
 @dataclass(frozen=True)
@@ -194,14 +191,18 @@ def split_days(
     return list(itertools.pairwise(bounds))
 
 
+def prorated_width(width_kwh: int | None, days: int, month_days: int) -> int | None:
+    """A tier's width for ``days`` of a month of ``month_days``: round(width × n / T), half-up
+    (None: the unbounded last tier)."""
+    return None if width_kwh is None else half_up(Fraction(width_kwh * days, month_days))
+
+
 def fill_tiers(kwh: int, table: TariffTable, days: int, month_days: int) -> tuple[Line, ...]:
     """Spread ``kwh`` over the tiers of ``table``, widths prorated to ``days`` / ``month_days``."""
     lines = []
     left = kwh
     for tier in table.tiers:
-        width = (
-            None if tier.width_kwh is None else half_up(Fraction(tier.width_kwh * days, month_days))
-        )
+        width = prorated_width(tier.width_kwh, days, month_days)
         take = left if width is None else min(left, width)
         lines.append(Line(tier.tier, width, take, tier.price_vnd))
         left -= take
@@ -243,3 +244,36 @@ def price(
         lines = fill_tiers(kwh, table, days, month_days)
         parts.append(Part(part_start, part_end, kwh, table.effective_from, vat.rate, lines))
     return Priced(consumption_kwh, tuple(parts))
+
+
+class Band(NamedTuple):
+    """A tier of one period as the customer sees it: kWh above ``lower_kwh`` up to
+    ``upper_kwh`` (None: unbounded) cost ``price_vnd`` each."""
+
+    number: int
+    lower_kwh: int
+    upper_kwh: int | None
+    price_vnd: int
+
+
+def bands(tiers: Sequence[Tier], start: date, end: date) -> list[Band]:
+    """The tiers of the period ``[start, end)`` with their widths prorated as its bill's are."""
+    days, month_days = (end - start).days, days_in_month_before(end)
+    out = []
+    lower = 0
+    for tier in tiers:
+        width = prorated_width(tier.width_kwh, days, month_days)
+        out.append(Band(tier.tier, lower, None if width is None else lower + width, tier.price_vnd))
+        if width is None:
+            break
+        lower += width
+    return out
+
+
+def band_reached(period_bands: Sequence[Band], kwh: Exact) -> Band | None:
+    """The highest tier a consumption of ``kwh`` (rounded half-up to whole kWh) reaches."""
+    whole = half_up(kwh)
+    for band in period_bands:
+        if band.upper_kwh is None or whole <= band.upper_kwh:
+            return band
+    return period_bands[-1] if period_bands else None

@@ -16,26 +16,33 @@ where nothing was reported (contract §3). The two formats then only carry those
 Readings are ordered by time then meter serial: PostgreSQL reads the range in time order through
 the hypertable's time index (the order rows were written in, so pages are read once, in order)
 and only sorts the meters of each instant, so output starts at once and nothing big is sorted.
-Day ranges are local days (both ends inclusive). Closing indices follow contract §8: the
-register at the period's closing instant (the reading day of the month at 00:00 local),
-interpolated linearly between the nearest readings on either side (looked for within 62 days),
-flagged estimated when those are more than 2 hours apart, left empty when a side has no reading.
+Day ranges are local days (both ends inclusive). Closing indices are not SQL: their rows come
+from the metering rule (``metering.register``, contract §8 and §10), the same index the bill ends
+on, made in Python for a batch of meters at a time by ``exports.closing`` (``ExportSpec.rows``);
+both formats write those rows with the same text as the SQL exports (``_csv_text``).
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 import os
-import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
 import psycopg
 import xlsxwriter
 from psycopg import sql
+
+from billing.periods import FIRST_YEAR, LAST_YEAR, Period
+from doxa.errors import ExportError, PeriodError
+from schema.identifiers import CUSTOMER_PREFIX
 
 FORMATS = ("csv", "xlsx")
 MEDIA_TYPES = {
@@ -45,20 +52,12 @@ MEDIA_TYPES = {
 CHUNK_BYTES = 256 * 1024
 XLSX_MAX_ROWS = 1_048_576  # Excel's limit per sheet, the header row included
 XLSX_FETCH_ROWS = 1_000
-CLOSING_LOOKAROUND = "62 days"
-ESTIMATED_GAP = "2 hours"
-PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-# The days anything may be asked for (exports, the API, the customers' pages): outside, date
-# arithmetic overflows and nothing was ever metered.
-FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(2200, 12, 31)
+# The days anything may be asked for (exports, the API, the customers' pages): the years a
+# billing period may have; outside, date arithmetic overflows and nothing was ever metered.
+FIRST_DAY, LAST_DAY = date(FIRST_YEAR, 1, 1), date(LAST_YEAR, 12, 31)
 # The longest readings range the website exports at once (staff page, customer download); the
 # command line has no such bound.
 MAX_EXPORT_DAYS = 400
-CUSTOMER_PREFIX = re.compile(r"^[A-Z0-9]{1,13}$")
-
-
-class ExportError(ValueError):
-    """The export cannot be made as asked (dates reversed, bad period…); one line says why."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +97,9 @@ class ExportSpec:
     timezone: str
     filename: str  # without extension
     detail: Mapping[str, Any] = field(default_factory=dict)  # what the audit log records
+    # Rows made in Python from ``query``'s rows (the closing indices, from the metering rule);
+    # None: the query's rows are the export's.
+    rows: Callable[[psycopg.Connection[Any], ExportSpec], Iterator[tuple[Any, ...]]] | None = None
 
 
 @dataclass
@@ -189,15 +191,13 @@ def local_day_start(day: date, tz: str) -> datetime:
 
 
 def parse_period(period: str) -> tuple[int, int]:
-    match = PERIOD.match(period.strip())
-    if not match:
-        raise ExportError(f"invalid period {period!r}: expected YYYY-MM")
-    year, month = int(match[1]), int(match[2])
-    if not FIRST_DAY.year <= year <= LAST_DAY.year:
+    try:
+        parsed = Period.parse(period)
+    except PeriodError:
         raise ExportError(
-            f"invalid period {period!r}: the year must be from {FIRST_DAY.year} to {LAST_DAY.year}"
-        )
-    return year, month
+            f"invalid period {period!r}: expected YYYY-MM, a month from {FIRST_YEAR} to {LAST_YEAR}"
+        ) from None
+    return parsed.year, parsed.month
 
 
 def in_range(day: date) -> bool:
@@ -278,42 +278,19 @@ def bills(period: str, selection: Selection = Selection()) -> ExportSpec:
 
 def closing_indices(period: str, tz: str, selection: Selection = Selection()) -> ExportSpec:
     """Every active meter's register at the close of ``period`` (its customer's reading day of
-    that month, 00:00 local), by customer code then meter serial."""
+    that month, 00:00 local), by customer code then meter serial: the metering rule's index, as
+    the bill ends on it (``exports.closing``)."""
+    from exports import closing
+
     year, month = parse_period(period)
-    params: dict[str, Any] = {"year": year, "month": month, "tz": tz}
+    params: dict[str, Any] = {"year": year, "month": month}
     where = _where(selection, params)
     query = f"""
-        WITH closing AS (
-            SELECT m.id, m.serial, c.code,
-                   make_timestamptz(%(year)s, %(month)s, c.reading_day, 0, 0, 0, %(tz)s) AS at
-            FROM meters m
-            JOIN customers c ON c.id = m.customer_id
-            WHERE m.active AND {where}
-        )
-        SELECT k.code AS customer_code, k.serial AS meter_serial, {_iso("k.at")} AS closing_at,
-               CASE WHEN b.ts IS NULL OR a.ts IS NULL THEN NULL
-                    WHEN a.ts = b.ts THEN round(b.kwh::numeric, 3)
-                    ELSE round((b.kwh + (a.kwh - b.kwh)
-                                * extract(epoch FROM k.at - b.ts)
-                                / extract(epoch FROM a.ts - b.ts))::numeric, 3)
-               END AS index_kwh,
-               CASE WHEN b.ts IS NULL OR a.ts IS NULL THEN NULL
-                    WHEN a.ts - b.ts > interval '{ESTIMATED_GAP}' THEN 'true' ELSE 'false'
-               END AS estimated,
-               {_iso("b.ts")} AS before_ts, b.kwh AS before_kwh,
-               {_iso("a.ts")} AS after_ts, a.kwh AS after_kwh
-        FROM closing k
-        LEFT JOIN LATERAL (
-            SELECT ts, energy_import_kwh AS kwh FROM readings
-            WHERE meter_id = k.id AND ts <= k.at AND ts > k.at - interval '{CLOSING_LOOKAROUND}'
-            ORDER BY ts DESC LIMIT 1
-        ) b ON true
-        LEFT JOIN LATERAL (
-            SELECT ts, energy_import_kwh AS kwh FROM readings
-            WHERE meter_id = k.id AND ts >= k.at AND ts < k.at + interval '{CLOSING_LOOKAROUND}'
-            ORDER BY ts LIMIT 1
-        ) a ON true
-        ORDER BY k.code, k.serial"""
+        SELECT m.id, m.serial, c.code, c.reading_day
+        FROM meters m
+        JOIN customers c ON c.id = m.customer_id
+        WHERE m.active AND {where}
+        ORDER BY c.code, m.serial"""
     return ExportSpec(
         kind="closing_indices",
         columns=CLOSING_COLUMNS,
@@ -322,6 +299,7 @@ def closing_indices(period: str, tz: str, selection: Selection = Selection()) ->
         timezone=tz,
         filename=f"closing-indices_{period.strip()}",
         detail={"period": period.strip(), **selection.describe()},
+        rows=closing.rows,
     )
 
 
@@ -375,6 +353,9 @@ def iter_csv(
 ) -> Iterator[bytes]:
     """The export as CSV with its header, in chunks of about :data:`CHUNK_BYTES`."""
     progress = progress if progress is not None else ExportProgress()
+    if spec.rows is not None:
+        yield from _iter_rows_csv(conn, spec, progress, chunk_bytes)
+        return
     statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(spec.query)
     with conn.transaction():
         _set_session(conn, spec)
@@ -397,6 +378,59 @@ def iter_csv(
                     progress.rows += pending
             if cur.rowcount >= 0:  # the server's own count, once the copy has ended
                 progress.rows = cur.rowcount
+    progress.complete = True
+
+
+def _csv_text(value: Any) -> Any:
+    """A value made in Python written as PostgreSQL writes it in the SQL exports: floats in
+    their shortest exact form (``100``, ``1.5e-05``, ``1e+15``), decimals as they are."""
+    if isinstance(value, float):
+        return _pg_float(value)
+    if isinstance(value, Decimal):
+        return f"{value:f}"
+    return value
+
+
+def _pg_float(x: float) -> str:
+    """PostgreSQL's float8 text (``extra_float_digits`` ≥ 1): Python's shortest repr, without a
+    trailing ``.0`` and with an exponent from 1e15 on (Python waits until 1e16)."""
+    if not math.isfinite(x):
+        return {math.inf: "Infinity", -math.inf: "-Infinity"}.get(x, "NaN")
+    text = repr(x)
+    if "e" in text:
+        return text
+    if abs(x) >= 1e15:
+        sign = "-" if x < 0 else ""
+        whole, _, fraction = text.lstrip("-").partition(".")
+        digits = (whole + fraction).rstrip("0")
+        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{sign}{mantissa}e+{len(whole) - 1}"
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _iter_rows_csv(
+    conn: psycopg.Connection, spec: ExportSpec, progress: ExportProgress, chunk_bytes: int
+) -> Iterator[bytes]:
+    """CSV of an export whose rows are made in Python, with its header, in chunks."""
+    assert spec.rows is not None
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([c.name for c in spec.columns])
+    with conn.transaction():
+        _set_session(conn, spec)
+        pending = 0  # rows in the buffer, counted once the consumer has taken their chunk
+        for values in spec.rows(conn, spec):
+            writer.writerow([_csv_text(v) for v in values])
+            pending += 1
+            if buffer.tell() >= chunk_bytes:
+                yield buffer.getvalue().encode()
+                progress.rows += pending
+                pending = 0
+                buffer.seek(0)
+                buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue().encode()
+        progress.rows += pending
     progress.complete = True
 
 
@@ -447,6 +481,16 @@ class _XlsxSheets:
             self._next_sheet()
 
 
+def _xlsx_rows(conn: psycopg.Connection, spec: ExportSpec) -> Iterator[tuple[Any, ...]]:
+    if spec.rows is not None:
+        yield from spec.rows(conn, spec)
+        return
+    with conn.cursor(name="doxa_export") as cur:
+        cur.itersize = XLSX_FETCH_ROWS
+        cur.execute(spec.query, spec.params)
+        yield from cur
+
+
 def iter_xlsx(
     conn: psycopg.Connection,
     spec: ExportSpec,
@@ -472,12 +516,9 @@ def iter_xlsx(
         sheets = _XlsxSheets(workbook, spec, max_rows_per_sheet)
         with conn.transaction():
             _set_session(conn, spec)
-            with conn.cursor(name="doxa_export") as cur:
-                cur.itersize = XLSX_FETCH_ROWS
-                cur.execute(spec.query, spec.params)
-                for values in cur:
-                    sheets.write(values)
-                    progress.rows += 1
+            for values in _xlsx_rows(conn, spec):
+                sheets.write(values)
+                progress.rows += 1
         sheets.finish()
         workbook.close()
         with open(path, "rb") as fh:

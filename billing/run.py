@@ -1,0 +1,260 @@
+"""Compute one period's bills into the ``bills`` table (contract §8); the I/O shell around the
+pure ``metering.register`` (indices and consumption) and ``billing.tariff`` (amounts).
+
+Meters are billed in batches of :data:`BATCH`: for each batch, ``schema.register_inputs`` fetches
+the readings nearest both boundaries of every meter's period (each customer's period ends on its
+reading day of the month), the recorded replacements and the register drops between them, in
+three statements whatever the batch size; the indices are closed and priced in Python, and the
+bills upserted with their breakdown in one pipelined round trip. Re-running replaces draft bills
+and never duplicates; issued bills are left alone. Meters that cannot be billed are listed with
+the reason in the report and in ``bill_skips``, and any draft of theirs is removed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from billing.periods import Period
+from billing.tariff import Priced, TariffTable, Tier, VatRate, price
+from doxa.errors import BillingDataError, NoClosing, TariffError
+from metering.calendar import local_midnight
+from metering.register import Closing, Register
+from schema.register_inputs import registers
+
+# Meters whose inputs are fetched together: a few statements per batch.
+BATCH = 1000
+# The bills table keeps indices as numeric(14, 3): a register beyond this is a glitch.
+MAX_INDEX_KWH = Decimal(10) ** 11
+# pg_advisory_xact_lock key prefix "bill": two runs of one period take turns.
+_LOCK_PREFIX = int.from_bytes(b"bill", "big") << 20
+
+
+@dataclass(frozen=True)
+class MeterToBill:
+    meter_id: int
+    serial: str
+    multiplier: Decimal
+    customer_id: int
+    customer_code: str
+    reading_day: int
+    tariff_group: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    customer_code: str
+    meter_serial: str
+    reason: str
+
+
+@dataclass
+class RunReport:
+    period: str
+    written: int = 0
+    estimated: int = 0
+    kept_issued: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+_UPSERT = """
+INSERT INTO bills (customer_id, meter_id, period, period_start, period_end, days,
+                   start_index_kwh, end_index_kwh, consumption_kwh, amount_vnd, vat_vnd,
+                   total_vnd, estimated, breakdown)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (meter_id, period) DO UPDATE SET
+    customer_id = EXCLUDED.customer_id, period_start = EXCLUDED.period_start,
+    period_end = EXCLUDED.period_end, days = EXCLUDED.days,
+    start_index_kwh = EXCLUDED.start_index_kwh, end_index_kwh = EXCLUDED.end_index_kwh,
+    consumption_kwh = EXCLUDED.consumption_kwh, amount_vnd = EXCLUDED.amount_vnd,
+    vat_vnd = EXCLUDED.vat_vnd, total_vnd = EXCLUDED.total_vnd,
+    estimated = EXCLUDED.estimated, breakdown = EXCLUDED.breakdown, computed_at = now()
+WHERE bills.status = 'draft'
+RETURNING id
+"""
+
+
+def load_tariffs(conn: psycopg.Connection) -> dict[str, list[TariffTable]]:
+    """Every tariff table, by tariff group."""
+    rows = conn.execute(
+        "SELECT t.tariff_group, t.effective_from, t.source, s.tier, s.width_kwh, s.price_vnd"
+        " FROM tariff_tables t JOIN tariff_tiers s ON s.tariff_id = t.id"
+        " ORDER BY t.tariff_group, t.effective_from, s.tier"
+    ).fetchall()
+    tiers: dict[tuple[str, Any, str], list[Tier]] = defaultdict(list)
+    for group, effective_from, source, tier, width, price_vnd in rows:
+        tiers[(group, effective_from, source)].append(Tier(tier, width, price_vnd))
+    tables: dict[str, list[TariffTable]] = defaultdict(list)
+    try:
+        for (group, effective_from, source), group_tiers in tiers.items():
+            tables[group].append(TariffTable(effective_from, tuple(group_tiers), source))
+    except TariffError as exc:
+        raise BillingDataError(f"tariff data: {exc}") from exc
+    return dict(tables)
+
+
+def load_vat_rates(conn: psycopg.Connection) -> list[VatRate]:
+    rows = conn.execute("SELECT effective_from, rate FROM vat_rates ORDER BY effective_from")
+    return [VatRate(day, rate) for day, rate in rows]
+
+
+def meters_to_bill(conn: psycopg.Connection) -> list[MeterToBill]:
+    rows = conn.execute(
+        "SELECT m.id, m.serial, m.multiplier, c.id, c.code, c.reading_day, c.tariff_group"
+        " FROM meters m JOIN customers c ON c.id = m.customer_id"
+        " WHERE m.active ORDER BY c.code, m.serial"
+    ).fetchall()
+    return [MeterToBill(*row) for row in rows]
+
+
+def breakdown(
+    priced: Priced, closing: Closing, meter: MeterToBill, zone: ZoneInfo
+) -> dict[str, Any]:
+    """The JSON the customer page renders, part by part and tier by tier."""
+    return {
+        "parts": [part.to_json() for part in priced.parts],
+        "segments": [s.to_json(meter.serial, meter.multiplier, zone) for s in closing.segments],
+        "estimated": closing.estimated,
+        "multiplier": f"{meter.multiplier.normalize():f}",
+    }
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every meter of one run needs, loaded once."""
+
+    period: Period
+    zone: ZoneInfo
+    tariffs: dict[str, list[TariffTable]]
+    vat_rates: list[VatRate]
+    issued: set[int]
+
+
+def run_bills(
+    conn: psycopg.Connection[Any], period: Period, zone: ZoneInfo, *, batch: int = BATCH
+) -> RunReport:
+    """Compute the bills of ``period`` for every active meter, in one transaction."""
+    report = RunReport(str(period))
+    with conn.transaction():
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(%s)", (_LOCK_PREFIX | (period.year * 12 + period.month),)
+        )
+        # Timestamps come back in local time, as the customer reads them in messages.
+        conn.execute("SELECT set_config('TimeZone', %s, true)", (zone.key,))
+        conn.execute("DELETE FROM bill_skips WHERE period = %s", (str(period),))
+        issued = {
+            row[0]
+            for row in conn.execute(
+                "SELECT meter_id FROM bills WHERE period = %s AND status = 'issued'", (str(period),)
+            )
+        }
+        run = _Run(period, zone, load_tariffs(conn), load_vat_rates(conn), issued)
+        meters = meters_to_bill(conn)
+        for k in range(0, len(meters), batch):
+            _bill_batch(conn, run, meters[k : k + batch], report)
+    return report
+
+
+def period_bounds(period: Period, reading_day: int, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The instants a customer's period starts and ends: 00:00 local of its two reading days."""
+    first_day, closing_day = period.dates(reading_day)
+    return local_midnight(first_day, zone), local_midnight(closing_day, zone)
+
+
+def _bill_batch(
+    conn: psycopg.Connection[Any], run: _Run, meters: Sequence[MeterToBill], report: RunReport
+) -> None:
+    """Bill one batch: fetch every meter's inputs together, price in Python, write together."""
+    todo = [m for m in meters if m.meter_id not in run.issued]
+    report.kept_issued += [(m.customer_code, m.serial) for m in meters if m.meter_id in run.issued]
+    bounds = {m.meter_id: period_bounds(run.period, m.reading_day, run.zone) for m in todo}
+    found = registers(conn, bounds, {m.meter_id: m.serial for m in todo})
+    bills: list[tuple[MeterToBill, tuple[Any, ...]]] = []
+    skips: list[tuple[MeterToBill, str]] = []
+    for meter in todo:
+        try:
+            row = _bill_meter(run, meter, found[meter.meter_id], *bounds[meter.meter_id])
+        except (NoClosing, TariffError) as exc:
+            skips.append((meter, str(exc)))
+            continue
+        bills.append((meter, row))
+    _write(conn, run, bills, skips, report)
+
+
+def _bill_meter(
+    run: _Run, meter: MeterToBill, register: Register, start: datetime, end: datetime
+) -> tuple[Any, ...]:
+    """One meter's bill as the row to upsert; raises NoClosing or TariffError (a skip)."""
+    closing = register.between(start, end)
+    for index in (closing.start_kwh, closing.end_kwh):
+        if abs(index) >= MAX_INDEX_KWH:
+            raise NoClosing(f"register index {index:g} kWh is beyond what a bill holds")
+    consumption = closing.consumption_kwh(meter.multiplier)
+    first_day, closing_day = run.period.dates(meter.reading_day)
+    try:
+        priced = price(
+            consumption,
+            first_day,
+            closing_day,
+            run.tariffs.get(meter.tariff_group, []),
+            run.vat_rates,
+        )
+    except TariffError as exc:
+        raise TariffError(f"{meter.tariff_group} tariff: {exc}") from None
+    row = (
+        meter.customer_id,
+        meter.meter_id,
+        str(run.period),
+        first_day,
+        closing_day,
+        (closing_day - first_day).days,
+        closing.start_kwh,
+        closing.end_kwh,
+        consumption,
+        priced.amount_vnd,
+        priced.vat_vnd,
+        priced.total_vnd,
+        closing.estimated,
+        Jsonb(breakdown(priced, closing, meter, run.zone)),
+    )
+    return row
+
+
+def _write(
+    conn: psycopg.Connection[Any],
+    run: _Run,
+    bills: Sequence[tuple[MeterToBill, tuple[Any, ...]]],
+    skips: Sequence[tuple[MeterToBill, str]],
+    report: RunReport,
+) -> None:
+    """Upsert the bills (a bill issued meanwhile is kept) and record the skips, pipelined."""
+    period = str(run.period)
+    with conn.cursor() as cur:
+        if bills:
+            cur.executemany(_UPSERT, [row for _, row in bills], returning=True)
+            for meter, row in bills:
+                if cur.fetchone() is None:
+                    report.kept_issued.append((meter.customer_code, meter.serial))
+                else:
+                    report.written += 1
+                    report.estimated += bool(row[12])
+                cur.nextset()
+        if skips:
+            cur.executemany(
+                "DELETE FROM bills WHERE meter_id = %s AND period = %s AND status = 'draft'",
+                [(meter.meter_id, period) for meter, _ in skips],
+            )
+            cur.executemany(
+                "INSERT INTO bill_skips (meter_id, period, customer_id, reason)"
+                " VALUES (%s, %s, %s, %s)",
+                [(meter.meter_id, period, meter.customer_id, reason) for meter, reason in skips],
+            )
+    report.skipped += [Skipped(m.customer_code, m.serial, reason) for m, reason in skips]

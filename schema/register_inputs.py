@@ -1,0 +1,197 @@
+"""The one place readings are fetched for the metering rules (``metering.register``), for a batch
+of meters at once: bills, the closing-index export and the customer pages all call
+:func:`registers`, with a batch of many meters or of one.
+
+Given, for each meter, the instants it is asked about (period boundaries, local midnights, the
+latest reading), three statements at most, whatever the number of meters:
+
+1. **Nearest readings.** The reading at or before and at or after each (meter, instant) pair,
+   given as arrays through ``unnest``: two one-row probes of the ``(meter_id, ts)`` index per
+   pair (``LATERAL … ORDER BY ts LIMIT 1``), each first looking no further than a day away so
+   TimescaleDB opens only the chunk(s) holding that day;
+2. the pairs with a side not found within a day, again up to ``SEARCH_WINDOW`` away (a meter
+   silent over the instant);
+3. **Breaks.** Between the outermost readings found for each meter: its recorded replacements
+   (``meter_resets``, with the old register's last reading when its final value was not written
+   down) and the pairs of consecutive readings where the register fell by more than noise or
+   climbed faster than a meter counts (one range scan per meter that returns only those pairs;
+   the SQL test is a superset of :func:`metering.register.is_drop` / ``is_glitch``, which decide;
+   ``tests/test_register_inputs.py`` holds the two together).
+
+A reading whose register is not a finite number is never fetched. Times come back aware, in the
+session's time zone. Validation, estimation and edits (readings of quality ``estimated`` /
+``edited``, reading history) and a daily rollup change what is read here, and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from metering.register import (
+    DROP_NOISE_KWH,
+    MAX_REGISTER_KW,
+    SEARCH_WINDOW,
+    Point,
+    Register,
+    Replacement,
+    breaks,
+)
+
+NEAR = timedelta(days=1)  # the first search around an instant; then SEARCH_WINDOW
+_FINITE = "abs(energy_import_kwh) < 'Infinity'"  # false for ±Infinity and NaN
+
+_NEAREST = f"""
+SELECT lo.ts, lo.energy_import_kwh, lo.quality, hi.ts, hi.energy_import_kwh, hi.quality
+  FROM unnest(%(meter)s::int[], %(at)s::timestamptz[]) WITH ORDINALITY AS b(meter_id, at, k)
+  LEFT JOIN LATERAL (SELECT ts, energy_import_kwh, quality FROM readings
+     WHERE meter_id = b.meter_id AND ts <= b.at AND ts > b.at - %(reach)s
+       AND ts >= %(low)s AND ts <= %(high)s AND {_FINITE}
+     ORDER BY ts DESC LIMIT 1) lo ON true
+  LEFT JOIN LATERAL (SELECT ts, energy_import_kwh, quality FROM readings
+     WHERE meter_id = b.meter_id AND ts >= b.at AND ts < b.at + %(reach)s
+       AND ts >= %(low)s AND ts <= %(high)s AND {_FINITE}
+     ORDER BY ts LIMIT 1) hi ON true
+ ORDER BY b.k"""
+
+# Kind, meter, then (ts, kWh, quality) twice: a replacement's instant, old final value and new
+# start value with the old register's last reading; or a step's two readings.
+_BREAKS = f"""
+WITH span AS (
+    SELECT * FROM unnest(%(meter)s::int[], %(lo)s::timestamptz[], %(hi)s::timestamptz[])
+        AS s(meter_id, lo, hi)
+), recorded AS (
+    SELECT s.meter_id, r.ts, r.old_final_kwh, r.new_start_kwh,
+           coalesce(lag(r.ts) OVER (PARTITION BY s.meter_id ORDER BY r.ts), s.lo) AS floor
+      FROM span s JOIN meter_resets r ON r.meter_id = s.meter_id AND r.ts > s.lo AND r.ts <= s.hi
+)
+SELECT 'replacement', r.meter_id, r.ts, r.old_final_kwh, r.new_start_kwh,
+       p.ts, p.energy_import_kwh, p.quality
+  FROM recorded r
+  LEFT JOIN LATERAL (SELECT ts, energy_import_kwh, quality FROM readings
+     WHERE meter_id = r.meter_id AND ts < r.ts AND ts >= r.floor
+       AND ts >= %(low)s AND ts <= %(high)s AND {_FINITE}
+     ORDER BY ts DESC LIMIT 1) p ON r.old_final_kwh IS NULL
+UNION ALL
+SELECT 'step', s.meter_id, p.prev_ts, p.prev_kwh, NULL, p.ts, p.kwh, p.quality || '/' || p.prev_q
+  FROM span s CROSS JOIN LATERAL (
+    SELECT ts, energy_import_kwh AS kwh, quality,
+           lag(ts) OVER w AS prev_ts, lag(energy_import_kwh) OVER w AS prev_kwh,
+           lag(quality) OVER w AS prev_q
+      FROM readings
+     WHERE meter_id = s.meter_id AND ts >= s.lo AND ts <= s.hi
+       AND ts >= %(low)s AND ts <= %(high)s AND {_FINITE}
+    WINDOW w AS (ORDER BY ts)) p
+ WHERE p.kwh < p.prev_kwh - %(noise)s
+    OR p.kwh - p.prev_kwh > %(max_kw)s
+       * greatest(extract(epoch FROM p.ts - p.prev_ts) / 3600, 1.0 / 3600) * %(slack)s"""
+
+# The SQL test above is a superset of the Python rule (which decides): a climb within this
+# fraction of the limit is fetched, then judged in Python.
+_SLACK = 1 - 1e-9
+
+Pair = tuple[Point | None, Point | None]
+
+
+def _point(ts: datetime | None, kwh: float | None, quality: str | None) -> Point | None:
+    return None if ts is None or kwh is None else Point(ts, kwh, quality or "actual")
+
+
+def nearest(conn: psycopg.Connection[Any], pairs: Sequence[tuple[int, datetime]]) -> list[Pair]:
+    """The readings at or before and at or after each (meter id, instant), within
+    :data:`SEARCH_WINDOW`, in the order of ``pairs``."""
+    found = _nearest(conn, pairs, NEAR)
+    missing = [k for k, (before, after) in enumerate(found) if before is None or after is None]
+    if missing:
+        far = _nearest(conn, [pairs[k] for k in missing], SEARCH_WINDOW)
+        for k, (far_before, far_after) in zip(missing, far, strict=True):
+            before, after = found[k]
+            found[k] = (before or far_before, after or far_after)
+    return found
+
+
+def _nearest(
+    conn: psycopg.Connection[Any], pairs: Sequence[tuple[int, datetime]], reach: timedelta
+) -> list[Pair]:
+    if not pairs:
+        return []
+    instants = [at for _, at in pairs]
+    rows = conn.execute(
+        _NEAREST,
+        {
+            "meter": [m for m, _ in pairs],
+            "at": instants,
+            "reach": reach,
+            # Constant bounds as well, so the planner keeps only the chunks in range.
+            "low": min(instants) - reach,
+            "high": max(instants) + reach,
+        },
+        prepare=True,
+    ).fetchall()
+    return [(_point(*row[:3]), _point(*row[3:])) for row in rows]
+
+
+def registers(
+    conn: psycopg.Connection[Any],
+    wanted: Mapping[int, Iterable[datetime]],
+    serials: Mapping[int, str] | None = None,
+) -> dict[int, Register]:
+    """Each meter's register around the instants asked of it (see the module docstring). A meter
+    with no reading within reach gets an empty register (every index unknown)."""
+    pairs = [(meter, at) for meter, instants in wanted.items() for at in sorted(set(instants))]
+    points: dict[int, dict[datetime, Point]] = defaultdict(dict)
+    for (meter, _), pair in zip(pairs, nearest(conn, pairs), strict=True):
+        for p in pair:
+            if p is not None:
+                points[meter][p.ts] = p
+    spans = {m: (min(found), max(found)) for m, found in points.items() if found}
+    replacements, steps = _breaks(conn, spans)
+    out = {}
+    for meter in wanted:
+        known = points.get(meter, {})
+        meter_steps = steps.get(meter, [])
+        for before, after in meter_steps:
+            known.setdefault(before.ts, before)
+            known.setdefault(after.ts, after)
+        resets, glitches = breaks(replacements.get(meter, []), meter_steps)
+        out[meter] = Register.from_readings(
+            known.values(), resets, glitches, (serials or {}).get(meter, "")
+        )
+    return out
+
+
+def _breaks(
+    conn: psycopg.Connection[Any], spans: Mapping[int, tuple[datetime, datetime]]
+) -> tuple[dict[int, list[Replacement]], dict[int, list[tuple[Point, Point]]]]:
+    """Recorded replacements and steps of each meter within its span (one statement)."""
+    replacements: dict[int, list[Replacement]] = defaultdict(list)
+    steps: dict[int, list[tuple[Point, Point]]] = defaultdict(list)
+    if not spans:
+        return replacements, steps
+    meters = list(spans)
+    rows = conn.execute(
+        _BREAKS,
+        {
+            "meter": meters,
+            "lo": [spans[m][0] for m in meters],
+            "hi": [spans[m][1] for m in meters],
+            "low": min(lo for lo, _ in spans.values()),
+            "high": max(hi for _, hi in spans.values()),
+            "noise": DROP_NOISE_KWH,
+            "max_kw": MAX_REGISTER_KW,
+            "slack": _SLACK,
+        },
+        prepare=True,
+    ).fetchall()
+    for kind, meter, ts1, kwh1, kwh2, ts2, kwh3, quality in rows:
+        if kind == "replacement":
+            last = _point(ts2, kwh3, quality)
+            replacements[meter].append(Replacement(ts1, kwh1, kwh2, last))
+        else:
+            after_q, _, before_q = quality.partition("/")
+            steps[meter].append((Point(ts1, kwh1, before_q), Point(ts2, kwh3, after_q)))
+    return replacements, steps

@@ -13,6 +13,9 @@ from doxa.errors import PeriodError
 
 # ``YYYY-MM``: the one pattern for a period, in the CLI, the exports and the staff forms.
 PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+# The years a period may have (and so the days the exports, the API and the customers' pages
+# accept): beyond, date arithmetic on a period's neighbours overflows.
+FIRST_YEAR, LAST_YEAR = 1970, 2200
 
 
 @dataclass(frozen=True, order=True)
@@ -24,8 +27,10 @@ class Period:
     def parse(cls, text: str) -> Period:
         """``"2025-06"`` → ``Period(2025, 6)``; anything else raises :class:`PeriodError`."""
         match = PERIOD.match(text.strip())
-        if not match or int(match[1]) < 1970:
-            raise PeriodError(f"period must be YYYY-MM (a month from 1970 on), not {text!r}")
+        if not match or not FIRST_YEAR <= int(match[1]) <= LAST_YEAR:
+            raise PeriodError(
+                f"period must be YYYY-MM (a month from {FIRST_YEAR} to {LAST_YEAR}), not {text!r}"
+            )
         return cls(int(match[1]), int(match[2]))
 
     @classmethod

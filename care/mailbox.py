@@ -16,6 +16,7 @@ import email
 import email.policy
 import hashlib
 import mailbox
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,11 +66,21 @@ class MaildirStore:
     def messages(self) -> list[email.message.EmailMessage]:
         """Every stored message, oldest first."""
         out = []
-        for key in sorted(self.maildir.keys()):
+        for key in sorted(self.maildir.keys(), key=_arrival):
             with self.maildir.get_file(key) as fh:
                 data = fh.read()
             out.append(email.message_from_bytes(data, policy=email.policy.default))
         return out
+
+
+_MAILDIR_KEY = re.compile(r"^(\d+)\.M(\d+)P\d+Q(\d+)")
+
+
+def _arrival(key: str) -> tuple[int, ...]:
+    """Python's Maildir names a message ``SECONDS.MMICROSECONDSPpidQcount.host``, the
+    microseconds not zero-padded: sorted as text, ``M99999`` would come after ``M100000``."""
+    match = _MAILDIR_KEY.match(key)
+    return tuple(int(g) for g in match.groups()) if match else (0, 0, 0)
 
 
 def serve(handler: Any, host: str = "127.0.0.1", port: int = 0) -> Controller:

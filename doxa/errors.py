@@ -89,7 +89,7 @@ class UserError(BadInput):
 
 
 class PeriodError(BadInput):
-    """A billing period that is not ``YYYY-MM`` (a month from 1970 on)."""
+    """A billing period that is not ``YYYY-MM`` (a month from 1970 to 2200)."""
 
 
 class ExportError(BadInput):

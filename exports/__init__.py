@@ -40,7 +40,7 @@ import psycopg
 import xlsxwriter
 from psycopg import sql
 
-from billing.periods import Period
+from billing.periods import FIRST_YEAR, LAST_YEAR, Period
 from doxa.errors import ExportError, PeriodError
 from schema.identifiers import CUSTOMER_PREFIX
 
@@ -52,6 +52,12 @@ MEDIA_TYPES = {
 CHUNK_BYTES = 256 * 1024
 XLSX_MAX_ROWS = 1_048_576  # Excel's limit per sheet, the header row included
 XLSX_FETCH_ROWS = 1_000
+# The days anything may be asked for (exports, the API, the customers' pages): the years a
+# billing period may have; outside, date arithmetic overflows and nothing was ever metered.
+FIRST_DAY, LAST_DAY = date(FIRST_YEAR, 1, 1), date(LAST_YEAR, 12, 31)
+# The longest readings range the website exports at once (staff page, customer download); the
+# command line has no such bound.
+MAX_EXPORT_DAYS = 400
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,11 @@ class ExportSpec:
 
 @dataclass
 class ExportProgress:
-    """Filled in while an export streams: rows sent so far, and whether it ran to the end."""
+    """Filled in while an export streams: rows sent so far, and whether it ran to the end.
+
+    CSV counts the rows of each chunk once the consumer has taken it, so an export cut short
+    says how many rows went out; XLSX counts the rows written into the workbook, which is
+    streamed only once complete (a cut-off XLSX download is not a usable file)."""
 
     rows: int = 0
     complete: bool = False
@@ -184,16 +194,38 @@ def parse_period(period: str) -> tuple[int, int]:
     try:
         parsed = Period.parse(period)
     except PeriodError:
-        raise ExportError(f"invalid period {period!r}: expected YYYY-MM") from None
+        raise ExportError(
+            f"invalid period {period!r}: expected YYYY-MM, a month from {FIRST_YEAR} to {LAST_YEAR}"
+        ) from None
     return parsed.year, parsed.month
 
 
-def readings(
-    date_from: date, date_to: date, tz: str, selection: Selection = Selection()
-) -> ExportSpec:
-    """Readings of local days ``date_from``..``date_to`` (inclusive), by time then meter."""
+def in_range(day: date) -> bool:
+    return FIRST_DAY <= day <= LAST_DAY
+
+
+def check_days(date_from: date, date_to: date, max_days: int | None = None) -> None:
+    """Raise :class:`ExportError` unless FROM..TO is a range of allowed days, in order, of at
+    most ``max_days`` days (both ends included)."""
+    for day in (date_from, date_to):
+        if not in_range(day):
+            raise ExportError(f"{day} is out of range: days go from {FIRST_DAY} to {LAST_DAY}")
     if date_to < date_from:
         raise ExportError(f"the end date {date_to} is before the start date {date_from}")
+    if max_days is not None and (date_to - date_from).days >= max_days:
+        raise ExportError(f"at most {max_days} days at once: {date_from}..{date_to} is longer")
+
+
+def readings(
+    date_from: date,
+    date_to: date,
+    tz: str,
+    selection: Selection = Selection(),
+    max_days: int | None = None,
+) -> ExportSpec:
+    """Readings of local days ``date_from``..``date_to`` (inclusive), by time then meter; at
+    most ``max_days`` days when given (the website passes :data:`MAX_EXPORT_DAYS`)."""
+    check_days(date_from, date_to, max_days)
     params: dict[str, Any] = {
         "start": local_day_start(date_from, tz),
         "end": local_day_start(date_to + timedelta(days=1), tz),
@@ -330,14 +362,22 @@ def iter_csv(
         with conn.cursor() as cur:
             with cur.copy(statement, spec.params) as copy:
                 buffer = bytearray()
+                pending = -1  # rows in the buffer; COPY sends one message per row, header first
                 for data in copy:
                     buffer += data
+                    pending += 1
                     if len(buffer) >= chunk_bytes:
                         yield bytes(buffer)
+                        # Resumed: the consumer took the chunk (a client that went away closes
+                        # the stream at the yield instead), so its rows count as sent.
+                        progress.rows += pending
                         buffer.clear()
+                        pending = 0
                 if buffer:
                     yield bytes(buffer)
-            progress.rows = max(cur.rowcount, 0)
+                    progress.rows += pending
+            if cur.rowcount >= 0:  # the server's own count, once the copy has ended
+                progress.rows = cur.rowcount
     progress.complete = True
 
 
@@ -378,15 +418,19 @@ def _iter_rows_csv(
     writer.writerow([c.name for c in spec.columns])
     with conn.transaction():
         _set_session(conn, spec)
+        pending = 0  # rows in the buffer, counted once the consumer has taken their chunk
         for values in spec.rows(conn, spec):
             writer.writerow([_csv_text(v) for v in values])
-            progress.rows += 1
+            pending += 1
             if buffer.tell() >= chunk_bytes:
                 yield buffer.getvalue().encode()
+                progress.rows += pending
+                pending = 0
                 buffer.seek(0)
                 buffer.truncate()
     if buffer.tell():
         yield buffer.getvalue().encode()
+        progress.rows += pending
     progress.complete = True
 
 

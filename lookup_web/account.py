@@ -34,7 +34,6 @@ from care.channels import ChannelConfigError, Outgoing, SmsChannel, SmtpChannel
 from care.contacts import ContactError, mask_email, mask_phone, normalise_email, normalise_phone
 from care.otp import Check
 from lookup_web import db
-from lookup_web.customers import _headers as _customer_headers
 from lookup_web.customers import _now, customer_required
 from lookup_web.i18n import current_language
 from lookup_web.i18n import gettext as _
@@ -372,4 +371,3 @@ def file_request(customer_id: int) -> Any:
 
 
 # The customers' pages' headers (Content-Security-Policy, no-store): the same rule here.
-bp.after_request(_customer_headers)

@@ -2,7 +2,9 @@
 
 Authentication: a per-user API token (made on ``/staff/tokens`` or with ``doxa users token``)
 sent as ``Authorization: Bearer TOKEN``, or a signed-in staff session. The token carries its
-user's roles (see ``lookup_web.auth``). Errors are JSON: ``{"error": "..."}``. The OpenAPI 3.1
+user's roles (see ``lookup_web.auth``). Errors are JSON: ``{"error": "..."}``; a parameter out
+of range is a 400 naming the range. Reads of readings (personal data: they carry the customer
+code) are written to the audit log with who, what and how many rows. The OpenAPI 3.1
 description is public at ``/api/v1/openapi.json``.
 """
 
@@ -22,7 +24,8 @@ from werkzeug.exceptions import HTTPException
 
 import exports
 from lookup_web import auth, clock, db, ops
-from schema import users
+from lookup_web.security import client_address
+from schema import audit, users
 from servicedesk import outage_store
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -101,19 +104,35 @@ def api_requires(capability: str) -> Callable[[F], F]:
 
 def _limit(default: int = DEFAULT_LIMIT) -> int:
     text = request.args.get("limit", str(default))
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+    # ASCII digits only: "²".isdigit() is true, and int("²") fails.
+    whole = text.isascii() and text.isdigit() and len(text) <= 6
+    if not whole or not 1 <= int(text) <= MAX_LIMIT:
         raise ApiError(400, f"limit must be a whole number from 1 to {MAX_LIMIT}")
     return int(text)
+
+
+_DAYS = f"from {exports.FIRST_DAY} to {exports.LAST_DAY}"
 
 
 def _day(name: str) -> date:
     text = request.args.get(name)
     if not text:
-        raise ApiError(400, f"{name} is required (YYYY-MM-DD, a local day)")
+        raise ApiError(400, f"{name} is required (YYYY-MM-DD, a local day {_DAYS})")
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
-        raise ApiError(400, f"{name} must be a date, YYYY-MM-DD") from None
+        raise ApiError(400, f"{name} must be a date, YYYY-MM-DD, {_DAYS}") from None
+    if not exports.in_range(day):
+        raise ApiError(400, f"{name} is out of range: days go {_DAYS}")
+    return day
+
+
+def _audit_read(conn: Any, action: str, detail: dict[str, Any], rows: int) -> None:
+    """Who read what through the API, from where, and how many rows it got."""
+    via = "token" if request.headers.get("Authorization") else "session"
+    audit.record(
+        conn, g.api_user.username, action, {**detail, "via": via, "ip": client_address()}, rows
+    )
 
 
 def _timezone() -> str:
@@ -143,6 +162,8 @@ def meter_readings(serial: str) -> Any:
             raise ApiError(400, "after must be an ISO 8601 time with its offset") from None
         if after.tzinfo is None:
             raise ApiError(400, "after must carry its UTC offset")
+        if not exports.in_range(after.date()):
+            raise ApiError(400, f"after is out of range: days go {_DAYS}")
     zone = ZoneInfo(tz)
     with db.connection() as conn:
         meter = conn.execute(
@@ -157,8 +178,21 @@ def meter_readings(serial: str) -> Any:
             " WHERE meter_id = %s AND ts >= %s AND ts < %s AND ts > %s ORDER BY ts LIMIT %s",
             (meter[0], start, end, after, limit + 1),
         ).fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        _audit_read(
+            conn,
+            "api.readings",
+            {
+                "meter_serial": serial,
+                "customer_code": meter[1],
+                "from": first.isoformat(),
+                "to": last.isoformat(),
+                "after": after_text or None,
+                "limit": limit,
+            },
+            len(rows),
+        )
     readings = [
         {
             "ts": row[0].astimezone(zone).isoformat(),

@@ -1,9 +1,17 @@
 """Staff sign-in (Flask-Login) and what each role may do.
 
 Customers and staff share Flask's session cookie but not its keys: the customers' pages keep
-``session["customer_id"]``, Flask-Login keeps the staff user's id. A customer's session is
+``session["customer_id"]``, Flask-Login keeps the staff session's token. A customer's session is
 therefore anonymous here and opens no staff page. Signing in clears the session (keeping only
 the language) and starts a staff session that ends after ``STAFF_SESSION_SECONDS``.
+
+The cookie is not the session: each staff session is also a row of ``staff_sessions``
+(``schema.users``) and the cookie only holds its random token. Every request looks the token up
+(one indexed query, which also loads the user), so signing out, a password change
+(``doxa users passwd``) or deactivating the user ends the session everywhere at once, even for a
+copy of the cookie. Failed sign-ins are limited per address, per (username, address) and per
+username overall (``lookup_web.attempts``): a wrong password from one address never locks the
+user out from another.
 
 What each role may do (tests/test_staff_matrix.py checks every route against it):
 
@@ -38,6 +46,7 @@ from flask_login import LoginManager, UserMixin, current_user, login_user, logou
 from psycopg_pool import PoolTimeout
 
 from lookup_web import db
+from lookup_web.attempts import FailureLimit
 from schema import users
 
 CAPABILITIES: dict[str, frozenset[str]] = {
@@ -52,9 +61,19 @@ CAPABILITIES: dict[str, frozenset[str]] = {
 }
 SIGNED_IN_AT = "staff_signed_in_at"
 DEFAULTS: dict[str, Any] = {
-    "STAFF_LOGIN_LIMIT": "10 per minute",  # per client address, and again per username
+    # Failed sign-ins: from one address (any username), at one username from one address, and
+    # at one username from every address (beyond it, one try per address).
+    "STAFF_LOGIN_LIMIT": "10 per minute;100 per day",
+    "STAFF_LOGIN_LIMIT_PER_USER": "5 per 15 minutes;20 per day",
+    "STAFF_LOGIN_LIMIT_PER_USER_ALL": "30 per 15 minutes;100 per day",
     "STAFF_SESSION_SECONDS": 8 * 3600,
 }
+LOGIN_FAILURES = FailureLimit(
+    "staff-login",
+    "STAFF_LOGIN_LIMIT",
+    "STAFF_LOGIN_LIMIT_PER_USER",
+    "STAFF_LOGIN_LIMIT_PER_USER_ALL",
+)
 
 login_manager = LoginManager()
 login_manager.login_view = "staff.login"
@@ -66,13 +85,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class StaffLogin(UserMixin):  # type: ignore[misc]
-    """The signed-in staff user as Flask-Login sees it."""
+    """The signed-in staff user as Flask-Login sees it. Its Flask-Login id is the session's
+    token (not the user id), so the cookie names a session the server can end."""
 
-    def __init__(self, user: users.StaffUser) -> None:
+    def __init__(self, user: users.StaffUser, session_token: str = "") -> None:
         self.user = user
         self.id = user.id
         self.username = user.username
         self.roles = user.roles
+        self.session_token = session_token
+
+    def get_id(self) -> str:
+        return self.session_token
 
     def can(self, capability: str) -> bool:
         return bool(self.roles & CAPABILITIES[capability])
@@ -84,30 +108,34 @@ def _can(capability: str) -> bool:
 
 
 @login_manager.user_loader
-def _load_user(user_id: str) -> StaffLogin | None:
+def _load_user(token: str) -> StaffLogin | None:
     signed_in_at = session.get(SIGNED_IN_AT)
     lifetime = current_app.config["STAFF_SESSION_SECONDS"]
     if not isinstance(signed_in_at, int | float) or time.time() - signed_in_at > lifetime:
         return None
     try:
         with db.connection() as conn:
-            user = users.get_user(conn, int(user_id))
-    except (psycopg.Error, PoolTimeout, ValueError):
+            user = users.user_for_session(conn, token, lifetime)
+    except (psycopg.Error, PoolTimeout):
         return None
-    return StaffLogin(user) if user else None
+    return StaffLogin(user, token) if user else None
 
 
-def sign_in(user: users.StaffUser) -> None:
+def sign_in(conn: psycopg.Connection, user: users.StaffUser, address: str) -> None:
     """Start a fresh staff session (nothing of an earlier session survives but the language)."""
+    token = users.start_session(conn, user.id, address)
     language = session.get("lang")
     session.clear()
     if language:
         session["lang"] = language
-    login_user(StaffLogin(user))
+    login_user(StaffLogin(user, token))
     session[SIGNED_IN_AT] = int(time.time())
 
 
-def sign_out() -> None:
+def sign_out(conn: psycopg.Connection) -> None:
+    """End the current staff session, on the server and in the cookie."""
+    if current_user.is_authenticated:
+        users.end_session(conn, current_user.session_token, "sign-out")
     logout_user()
     session.pop(SIGNED_IN_AT, None)
 

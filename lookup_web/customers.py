@@ -5,7 +5,9 @@ A successful lookup stores ``session["customer_id"]`` in Flask's signed session 
 customer page reads only rows of that customer, and answers 404 for anything else (another
 customer's meter or bill looks exactly like one that does not exist). Every failed lookup gives
 the same page, status and message, whether the code is malformed, unknown, or right with a wrong
-serial. Lookups are rate-limited per client address and per customer code (failures only).
+serial. Failed lookups are limited per client address, per (customer code, address) and per
+customer code overall (``lookup_web.attempts``); the right code and serial from an address that
+has not failed always gets in.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ import exports
 from billing.periods import Period
 from lookup_web import charts, clock, db, formatting, service_desk_panel
 from lookup_web import customer_queries as q
+from lookup_web.attempts import FailureLimit
 from lookup_web.customer_dashboard import build
 from lookup_web.i18n import gettext as _
-from lookup_web.security import limiter
 from metering.usage import Use
 from schema.identifiers import CUSTOMER_CODE, SERIAL
 
@@ -46,16 +48,21 @@ bp = Blueprint("customers", __name__)
 CODE_RE = CUSTOMER_CODE
 SERIAL_RE = SERIAL
 PAGE_SIZE = 48
-CSV_MAX_DAYS = 400
+CSV_MAX_DAYS = exports.MAX_EXPORT_DAYS
 CSV_DEFAULT_DAYS = 90
 # Dates a visitor may ask for; outside, arithmetic on them could overflow.
-EARLIEST, LATEST = date(1970, 1, 1), date(2200, 12, 31)
+EARLIEST, LATEST = exports.FIRST_DAY, exports.LAST_DAY
 DEFAULTS = {
-    # Per client address, every lookup counts; per customer code, only failed ones.
+    # Failed lookups (lookup_web/attempts.py): from one address, whatever the code; at one code
+    # from one address; at one code from every address (beyond it, one try per address).
     "LOOKUP_LIMIT_PER_ADDRESS": "20 per minute;300 per day",
     "LOOKUP_LIMIT_PER_CODE": "5 per 15 minutes;20 per day",
+    "LOOKUP_LIMIT_PER_CODE_ALL": "30 per 15 minutes;100 per day",
     "CUSTOMER_SESSION_SECONDS": 4 * 3600,
 }
+LOOKUP_FAILURES = FailureLimit(
+    "lookup", "LOOKUP_LIMIT_PER_ADDRESS", "LOOKUP_LIMIT_PER_CODE", "LOOKUP_LIMIT_PER_CODE_ALL"
+)
 
 
 @bp.record_once
@@ -75,24 +82,6 @@ def _period_month(period: str) -> str:
         return period
 
 
-# The customers' pages need nothing but this server: say so to the browser as well.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-
-
-@bp.after_request
-def _headers(response: Response) -> Response:
-    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    if request.endpoint != "customers.index":
-        # Personal data: never kept by shared caches or the browser's back-forward cache.
-        response.headers.setdefault("Cache-Control", "no-store")
-    return response
-
-
 def _now() -> datetime:
     return clock.now()
 
@@ -106,14 +95,6 @@ def normalize_code(text: str) -> str:
     return "".join(text.split()).upper()
 
 
-def _code_key() -> str:
-    return "lookup-code:" + normalize_code(request.form.get("customer_code", ""))[:32]
-
-
-def _failed(response: Response) -> bool:
-    return response.status_code != 302
-
-
 # ---- lookup ------------------------------------------------------------------------------------
 
 
@@ -123,16 +104,10 @@ def index() -> str:
 
 
 @bp.post("/")
-@limiter.limit(lambda: current_app.config["LOOKUP_LIMIT_PER_ADDRESS"], methods=["POST"])
-@limiter.limit(
-    lambda: current_app.config["LOOKUP_LIMIT_PER_CODE"],
-    key_func=_code_key,
-    methods=["POST"],
-    deduct_when=_failed,
-)
 def lookup() -> Any:
     code = normalize_code(request.form.get("customer_code", ""))
     serial = request.form.get("meter_serial", "").strip()
+    attempt = LOOKUP_FAILURES.begin(code[:32])  # 429 when this address may not try now
     customer_id = None
     if CODE_RE.fullmatch(code) and SERIAL_RE.fullmatch(serial):
         with db.connection() as conn:
@@ -145,6 +120,7 @@ def lookup() -> Any:
             "customer/lookup.html", failed=True, code=shown_code, serial=shown_serial
         )
         return page, 400
+    attempt.succeeded()
     language = session.get("lang")
     session.clear()
     if language:

@@ -25,7 +25,9 @@ def _messages() -> dict[int, str]:
 def _render(exc: HTTPException):  # type: ignore[no-untyped-def]
     code = exc.code or 500
     message = _messages().get(code, exc.description or "")
-    return render_template("error.html", code=code, message=message), code
+    # Keep what the exception says beyond its page, e.g. Retry-After on a 429.
+    headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+    return render_template("error.html", code=code, message=message), code, headers
 
 
 def init_app(app: Flask) -> None:

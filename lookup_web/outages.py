@@ -18,12 +18,11 @@ from wtforms.validators import ValidationError
 
 from exports import provinces
 from lookup_web import auth, clock, db
-from lookup_web.service_desk_panel import describe, public_headers
+from lookup_web.service_desk_panel import describe
 from servicedesk import outage_store, outages, text
 from servicedesk.errors import ServiceDeskError
 
 bp = Blueprint("outages", __name__)
-bp.after_request(public_headers)
 
 
 def _zone() -> ZoneInfo:

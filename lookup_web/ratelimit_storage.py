@@ -69,6 +69,17 @@ class PostgresStorage(Storage):
         assert row is not None
         return int(row[0])
 
+    def decr(self, key: str, amount: int = 1) -> int:
+        """Give hits back (a success after ``lookup_web.attempts`` counted it); never below 0,
+        and never into a window that has already expired."""
+        with self._connections().connection() as conn:
+            row = conn.execute(
+                "UPDATE rate_limits SET hits = greatest(hits - %s, 0)"
+                " WHERE key = %s AND expires_at > now() RETURNING hits",
+                (amount, key),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
     def get(self, key: str) -> int:
         with self._connections().connection() as conn:
             row = conn.execute(

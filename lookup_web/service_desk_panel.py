@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from flask import Response, request
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
@@ -37,20 +36,6 @@ MESSAGES = (
     _l("Control characters (such as NUL) are not allowed."),
     _l("A phone number, e.g. 0912 345 678 or +84 912 345 678."),
 )
-
-
-def public_headers(response: Response) -> Response:
-    """The customer pages' headers on the service desk's customer and public pages (the staff
-    pages keep the staff pages' own)."""
-    from lookup_web.customers import CONTENT_SECURITY_POLICY  # it imports this module
-
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    if not request.path.startswith("/staff"):
-        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        if request.path.startswith("/requests"):
-            response.headers.setdefault("Cache-Control", "no-store")  # personal data
-    return response
 
 
 def describe(exc: ServiceDeskError) -> str:

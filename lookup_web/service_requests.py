@@ -37,7 +37,7 @@ from lookup_web import auth, clock, db
 from lookup_web.customers import customer_required
 from lookup_web.outages import free_text
 from lookup_web.security import limiter
-from lookup_web.service_desk_panel import describe, kind_labels, public_headers, state_labels
+from lookup_web.service_desk_panel import describe, kind_labels, state_labels
 from servicedesk import request_store, standards, text
 from servicedesk.errors import ServiceDeskError
 
@@ -52,9 +52,6 @@ DEFAULTS = {
 def _setup(state: Any) -> None:
     for key, value in DEFAULTS.items():
         state.app.config.setdefault(key, value)
-
-
-bp.after_request(public_headers)
 
 
 def _zone() -> ZoneInfo:

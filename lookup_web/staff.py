@@ -14,7 +14,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -32,23 +41,15 @@ from wtforms import (
 from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
 import exports
-from billing.periods import PERIOD
+from billing.periods import FIRST_YEAR, LAST_YEAR, PERIOD
 from lookup_web import auth, db
-from lookup_web.security import limiter
+from lookup_web.security import client_address, safe_redirect_target
 from schema import audit, users
 from schema.identifiers import CUSTOMER_PREFIX
 
 log = logging.getLogger(__name__)
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 MAX_METERS = 1000
-
-
-def _login_limit() -> str:
-    return str(current_app.config["STAFF_LOGIN_LIMIT"])
-
-
-def _username_key() -> str:
-    return "staff-login-user:" + users.normalise_username(request.form.get("username", ""))[:64]
 
 
 # -- forms -------------------------------------------------------------------------------------
@@ -86,6 +87,13 @@ class _ExportForm(FlaskForm):  # type: ignore[misc]
         )
 
 
+def _check_day(day: Any) -> None:
+    if day is not None and not exports.in_range(day):
+        raise ValidationError(
+            _("Days go from %(first)s to %(last)s.", first=exports.FIRST_DAY, last=exports.LAST_DAY)
+        )
+
+
 class ReadingsForm(_ExportForm):
     date_from = DateField(_l("From (local day)"), validators=[DataRequired()])
     date_to = DateField(_l("To (local day, included)"), validators=[DataRequired()])
@@ -94,9 +102,16 @@ class ReadingsForm(_ExportForm):
         validators=[Optional(), Length(max=100_000)],
     )
 
+    def validate_date_from(self, field: DateField) -> None:
+        _check_day(field.data)
+
     def validate_date_to(self, field: DateField) -> None:
-        if self.date_from.data and field.data and field.data < self.date_from.data:
+        _check_day(field.data)
+        first = self.date_from.data
+        if first and field.data and field.data < first:
             raise ValidationError(_("The end date is before the start date."))
+        if first and field.data and (field.data - first).days >= exports.MAX_EXPORT_DAYS:
+            raise ValidationError(_("At most %(days)d days at once.", days=exports.MAX_EXPORT_DAYS))
 
     def serials(self) -> tuple[str, ...]:
         text = (self.meters.data or "").replace(",", " ").replace(";", " ")
@@ -112,6 +127,17 @@ class PeriodForm(_ExportForm):
         ],
         render_kw={"type": "month", "placeholder": "YYYY-MM"},
     )
+
+    def validate_period(self, field: StringField) -> None:
+        year = int(str(field.data)[:4]) if str(field.data)[:4].isdigit() else None
+        if year is not None and not FIRST_YEAR <= year <= LAST_YEAR:
+            raise ValidationError(
+                _(
+                    "Periods go from %(first)s to %(last)s.",
+                    first=f"{FIRST_YEAR}-01",
+                    last=f"{LAST_YEAR}-12",
+                )
+            )
 
 
 def _forms(provinces: list[str]) -> dict[str, FlaskForm]:
@@ -129,34 +155,31 @@ def _forms(provinces: list[str]) -> dict[str, FlaskForm]:
 # -- sign-in -----------------------------------------------------------------------------------
 
 
-def _safe_next(target: str | None) -> str | None:
-    """Only a path on this site (no scheme, no host, no '//' or backslash tricks)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return None
+def _next_page() -> str:
+    return safe_redirect_target(request.args.get("next")) or url_for("staff.home")
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
-@limiter.limit(_login_limit, methods=["POST"], key_func=_username_key)
 def login() -> Any:
     if request.method == "GET" and current_user.is_authenticated:
-        return redirect(_safe_next(request.args.get("next")) or url_for("staff.home"))
+        return redirect(_next_page())
     form = LoginForm()
     error = None
     if form.validate_on_submit():
         username = users.normalise_username(form.username.data)[:64]
+        attempt = auth.LOGIN_FAILURES.begin(username)  # 429 when this address may not try now
         with db.connection() as conn:
             user = users.authenticate(conn, form.username.data, form.password.data)
             audit.record(
                 conn,
                 user.username if user else username,
                 "login" if user else "login_failed",
-                {"ip": request.remote_addr or ""},
+                {"ip": client_address()},
             )
-        if user is not None:
-            auth.sign_in(user)
-            return redirect(_safe_next(request.args.get("next")) or url_for("staff.home"))
+            if user is not None:
+                attempt.succeeded()
+                auth.sign_in(conn, user, client_address())
+                return redirect(_next_page())
         error = _("Wrong username or password.")
     status = 400 if request.method == "POST" and form.errors else 200
     return render_template("staff/login.html", form=form, error=error), status
@@ -167,7 +190,7 @@ def login() -> Any:
 def logout() -> Any:
     with db.connection() as conn:
         audit.record(conn, current_user.username, "logout")
-    auth.sign_out()
+        auth.sign_out(conn)
     return redirect(url_for("staff.login"))
 
 
@@ -196,7 +219,7 @@ def _stream(spec: exports.ExportSpec, fmt: str) -> Response:
     """The streamed download; the audit entry is written when the stream ends."""
     pool: ConnectionPool = db.pool()
     actor = current_user.username
-    detail = {**spec.detail, "format": fmt, "via": "web", "ip": request.remote_addr or ""}
+    detail = {**spec.detail, "format": fmt, "via": "web", "ip": client_address()}
     progress = exports.ExportProgress()
 
     def generate() -> Iterator[bytes]:
@@ -242,7 +265,11 @@ def _export(which: str) -> Any:
                     )
                     return _render_exports(forms, 400)
                 spec = exports.readings(
-                    form.date_from.data, form.date_to.data, tz, form.selection(serials)
+                    form.date_from.data,
+                    form.date_to.data,
+                    tz,
+                    form.selection(serials),
+                    max_days=exports.MAX_EXPORT_DAYS,
                 )
             elif which == "closing":
                 spec = exports.closing_indices(form.period.data, tz, form.selection())
@@ -270,6 +297,66 @@ def export_closing_indices() -> Any:
 @auth.requires("export_billing")
 def export_bills() -> Any:
     return _export("bills")
+
+
+# -- password --------------------------------------------------------------------------------
+
+
+class PasswordForm(FlaskForm):  # type: ignore[misc]
+    current = PasswordField(
+        _l("Current password"), validators=[DataRequired(), Length(max=users.MAX_PASSWORD_LENGTH)]
+    )
+    new = PasswordField(_l("New password"), validators=[DataRequired()])
+    again = PasswordField(_l("New password again"), validators=[DataRequired()])
+
+    def validate_new(self, field: PasswordField) -> None:
+        if not users.MIN_PASSWORD_LENGTH <= len(field.data or "") <= users.MAX_PASSWORD_LENGTH:
+            raise ValidationError(
+                _(
+                    "%(min)d to %(max)d characters.",
+                    min=users.MIN_PASSWORD_LENGTH,
+                    max=users.MAX_PASSWORD_LENGTH,
+                )
+            )
+
+    def validate_again(self, field: PasswordField) -> None:
+        if field.data != self.new.data:
+            raise ValidationError(_("The two new passwords differ."))
+
+
+@bp.route("/password", methods=["GET", "POST"])
+@auth.staff_required
+def password() -> Any:
+    """Change one's own password: every session of the user ends, this browser gets a new one.
+    A wrong current password counts as a failed sign-in (the same limits)."""
+    form = PasswordForm()
+    if form.validate_on_submit():
+        attempt = auth.LOGIN_FAILURES.begin(current_user.username)
+        with db.connection() as conn:
+            if users.authenticate(conn, current_user.username, form.current.data) is None:
+                audit.record(
+                    conn, current_user.username, "password_failed", {"ip": client_address()}
+                )
+                form.current.errors.append(_("This is not your current password."))
+            else:
+                attempt.succeeded()
+                user, ended = users.set_password(conn, current_user.username, form.new.data)
+                audit.record(
+                    conn,
+                    user.username,
+                    "user.passwd",
+                    {
+                        "username": user.username,
+                        "sessions_ended": ended,
+                        "via": "web",
+                        "ip": client_address(),
+                    },
+                )
+                auth.sign_in(conn, user, client_address())
+                flash(_("Your password is changed. Your other sessions are signed out."), "ok")
+                return redirect(url_for("staff.home"))
+    status = 400 if form.errors else 200
+    return render_template("staff/password.html", form=form), status
 
 
 # -- API tokens --------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """The audit log: who did what, when, and to how many rows (sign-ins, exports, staff actions).
 
 Actions in use: ``login``, ``login_failed``, ``logout``, ``export.readings``,
-``export.closing_indices``, ``export.bills``, ``token.create``, ``token.revoke``,
-``user.add``, ``collector.forget``. The actor is a staff username or ``cli``.
+``export.closing_indices``, ``export.bills``, ``api.readings`` (an API read of readings: meter,
+customer code, range, rows returned), ``token.create``, ``token.revoke``, ``user.add``,
+``user.passwd`` (with the sessions it ended), ``password_failed`` (a wrong current password on
+``/staff/password``), ``collector.forget``. The actor is a staff username or ``cli``.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Usernames are stored lower-case and matched lower-case. A user has a main ``role
 ``extra_roles`` (migration 0400). Passwords are hashed with argon2id (argon2-cffi's defaults) and
 re-hashed on sign-in when those defaults grow. API tokens are random 256-bit strings; only their
 SHA-256 is stored, so a token is shown once, when it is made.
+
+Staff sessions (migration 0750) are kept here too: signing in starts one (a random token in the
+signed cookie, its SHA-256 in ``staff_sessions``), signing out ends it, a password change ends
+every session of the user, and a session is only good while its user is active.
 """
 
 from __future__ import annotations
@@ -81,11 +85,15 @@ def check_new_user(username: str, password: str, roles: Iterable[str]) -> tuple[
     unknown = [r for r in wanted if r not in ROLES]
     if unknown:
         raise UserError(f"unknown role {unknown[0]!r}: billing, engineer or admin")
+    check_password(password)
+    return name, wanted
+
+
+def check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
         raise UserError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise UserError(f"the password must have at most {MAX_PASSWORD_LENGTH} characters")
-    return name, wanted
 
 
 def add_user(
@@ -112,13 +120,34 @@ def set_password_or_add(
     """Give an existing user this password, these roles and an active account, or create it
     (``doxa demo`` prints fresh sign-ins on every run)."""
     name, wanted = check_new_user(username, password, roles)
-    row = conn.execute(
-        "UPDATE staff_users SET password_hash = %s, role = %s, extra_roles = %s, active = true"
-        f" WHERE username = %s RETURNING {_USER_COLUMNS}",
-        (_hasher.hash(password), wanted[0], wanted[1:], name),
-    ).fetchone()
-    user = _user(row)
+    with conn.transaction():
+        row = conn.execute(
+            "UPDATE staff_users SET password_hash = %s, role = %s, extra_roles = %s, active = true"
+            f" WHERE username = %s RETURNING {_USER_COLUMNS}",
+            (_hasher.hash(password), wanted[0], wanted[1:], name),
+        ).fetchone()
+        user = _user(row)
+        if user is not None:
+            end_sessions(conn, user.id, "password")
     return user if user is not None else add_user(conn, name, password, wanted)
+
+
+def set_password(conn: psycopg.Connection, username: str, password: str) -> tuple[StaffUser, int]:
+    """Give an existing user a new password and end every session they have; returns the user
+    and how many sessions were ended."""
+    check_password(password)
+    name = normalise_username(username)
+    with conn.transaction():
+        row = conn.execute(
+            "UPDATE staff_users SET password_hash = %s WHERE username = %s"
+            f" RETURNING {_USER_COLUMNS}",
+            (_hasher.hash(password), name),
+        ).fetchone()
+        user = _user(row)
+        if user is None:
+            raise UserError(f"no user {username!r}")
+        ended = end_sessions(conn, user.id, "password")
+    return user, ended
 
 
 def get_user(conn: psycopg.Connection, user_id: int) -> StaffUser | None:
@@ -208,3 +237,56 @@ def revoke_token(conn: psycopg.Connection, user_id: int, token_id: int) -> bool:
         (token_id, user_id),
     )
     return cur.rowcount == 1
+
+
+# -- sessions --------------------------------------------------------------------------------
+
+SESSION_RETENTION = "90 days"  # ended and expired sessions are deleted after this
+
+
+def start_session(conn: psycopg.Connection, user_id: int, address: str = "") -> str:
+    """Start a session for this user and return its token (for the signed cookie)."""
+    token = secrets.token_urlsafe(32)
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO staff_sessions (user_id, token_sha256, address) VALUES (%s, %s, %s)",
+            (user_id, _digest(token), address[:64]),
+        )
+        conn.execute(
+            f"DELETE FROM staff_sessions WHERE created_at < now() - interval '{SESSION_RETENTION}'"
+        )
+    return token
+
+
+def user_for_session(conn: psycopg.Connection, token: str, lifetime_s: float) -> StaffUser | None:
+    """The active user of a live session younger than ``lifetime_s``, or None."""
+    if not token or len(token) > 100:
+        return None
+    row = conn.execute(
+        f"SELECT {', '.join('u.' + c for c in _USER_COLUMNS.split(', '))}"
+        " FROM staff_sessions s JOIN staff_users u ON u.id = s.user_id"
+        " WHERE s.token_sha256 = %s AND s.ended_at IS NULL AND u.active"
+        " AND s.created_at > now() - make_interval(secs => %s)",
+        (_digest(token), lifetime_s),
+    ).fetchone()
+    return _user(row)
+
+
+def end_session(conn: psycopg.Connection, token: str, reason: str = "sign-out") -> bool:
+    """End one session; False when it was not live."""
+    cur = conn.execute(
+        "UPDATE staff_sessions SET ended_at = now(), end_reason = %s"
+        " WHERE token_sha256 = %s AND ended_at IS NULL",
+        (reason, _digest(token)),
+    )
+    return cur.rowcount == 1
+
+
+def end_sessions(conn: psycopg.Connection, user_id: int, reason: str = "password") -> int:
+    """End every live session of a user; returns how many."""
+    cur = conn.execute(
+        "UPDATE staff_sessions SET ended_at = now(), end_reason = %s"
+        " WHERE user_id = %s AND ended_at IS NULL",
+        (reason, user_id),
+    )
+    return cur.rowcount

@@ -201,6 +201,7 @@ def test_openapi_document_describes_every_route(make_app) -> None:
 def test_openapi_data_file_matches_the_code() -> None:
     """``lookup_web/openapi.json`` is data; it must say what the code does: the paging limit's
     range and the reading fields the readings route returns."""
+    import exports
     from lookup_web import api
 
     document = api.openapi_document()
@@ -217,3 +218,9 @@ def test_openapi_data_file_matches_the_code() -> None:
     assert list(reading["properties"]) == ["ts", *api.READING_FIELDS]
     quality = reading["properties"]["quality"]["enum"]
     assert quality == ["actual", "estimated", "edited"]
+    # The days the readings route accepts, and its 400 for anything else.
+    route = document["paths"]["/meters/{serial}/readings"]["get"]
+    days = {p["name"]: p.get("description", "") for p in route["parameters"]}
+    for name in ("from", "to", "after"):
+        assert str(exports.FIRST_DAY) in days[name] and str(exports.LAST_DAY) in days[name], name
+    assert {"400", "404"} <= set(route["responses"])

@@ -42,6 +42,8 @@ def test_engineer_signs_in_and_sees_the_dashboard(
     )
     base = live_server(make_app())
     page = browser_page
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
 
     page.goto(f"{base}/ops")
     assert page.url.startswith(f"{base}/staff/login")
@@ -60,6 +62,10 @@ def test_engineer_signs_in_and_sees_the_dashboard(
         == 1
     )
     assert page.locator('meta[http-equiv="refresh"]').count() == 1
+    # The staff style sheet applies under the site's Content-Security-Policy (no inline styles).
+    ok_badge = page.locator(".status-ok").first
+    assert ok_badge.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(223, 243, 228)"
+    assert console_errors == []
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "staff_ops_dashboard.png"), full_page=True)
 

@@ -215,3 +215,15 @@ def test_every_customer_care_string_has_a_vietnamese_translation() -> None:
         catalogue = read_po(fh, locale="vi")
     assert len(found) > 100
     assert sorted(m for m in found if not (catalogue.get(m) and catalogue.get(m).string)) == []
+
+
+def test_the_mailbox_lists_messages_in_arrival_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Maildir names do not zero-pad their microseconds: a message stored at .100000 s sorts
+    before one at .99999 s as text, and the test mailbox once read the older code first."""
+    from care.mailbox import MaildirStore
+
+    store = MaildirStore(tmp_path / "mail")
+    for name, subject in (("1700000000.M99999P1Q1.h", "first"), ("1700000000.M100000P1Q2.h", "second"),
+                          ("1700000001.M5P1Q3.h", "third")):  # fmt: skip
+        (tmp_path / "mail" / "new" / name).write_bytes(f"Subject: {subject}\n\nbody\n".encode())
+    assert [m["Subject"] for m in store.messages()] == ["first", "second", "third"]

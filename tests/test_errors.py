@@ -81,7 +81,7 @@ def test_the_cli_reports_a_doxa_error_with_its_exit_code(doxa) -> None:
     bad = doxa("bills", "run", "--period", "2025-13")  # PeriodError
     assert (bad.code, bad.err.strip()) == (
         2,
-        "doxa: error: period must be YYYY-MM (a month from 1970 on), not '2025-13'",
+        "doxa: error: period must be YYYY-MM (a month from 1970 to 2200), not '2025-13'",
     )
     missing = doxa("meters", "import", "/nonexistent/inventory.csv")
     assert missing.code == 2 and missing.err.startswith("doxa: error: cannot read")

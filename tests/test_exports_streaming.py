@@ -64,7 +64,7 @@ def week(week_url: str) -> Iterator[psycopg.Connection]:
     """A connection to the week's database; staff users and audit entries are cleared after."""
     with psycopg.connect(week_url, autocommit=True) as db:
         yield db
-        db.execute("TRUNCATE audit_log, api_tokens, staff_users")
+        db.execute("TRUNCATE audit_log, api_tokens, staff_sessions, staff_users")
 
 
 @pytest.fixture

@@ -101,22 +101,30 @@ def test_forms_without_a_csrf_token_are_refused(db, make_app) -> None:
     assert db.execute("SELECT count(*) FROM api_tokens").fetchone() == (0,)
 
 
-def test_sign_in_is_rate_limited_per_address_and_per_username(db, make_app) -> None:
+def test_failed_sign_ins_are_limited_per_address_and_per_username(db, make_app) -> None:
+    """In-process (memory counters) version of tests/test_web_lockout.py: failures count per
+    address and per (username, address); successes do not count; another address is free."""
     add_staff(db, "lan", "billing")
     add_staff(db, "minh", "engineer")
-    app = make_app(STAFF_LOGIN_LIMIT="3 per minute")
+    app = make_app(
+        STAFF_LOGIN_LIMIT="3 per minute",
+        STAFF_LOGIN_LIMIT_PER_USER="2 per minute",
+        STAFF_LOGIN_LIMIT_PER_USER_ALL="1000 per minute",
+    )
     first = app.test_client()
-    for _ in range(3):
-        assert sign_in(first, "lan", "guess").status_code == 200
-    # The fourth try from the same address is refused, even with the right password.
+    assert [sign_in(first, "lan", "guess").status_code for _ in range(2)] == [200, 200]
+    # The third try at lan from this address is refused, even with the right password.
     assert sign_in(first, "lan").status_code == 429
-    assert sign_in(first, "minh").status_code == 429
-    # From another address, the same username is still refused; another username is not.
-    other = app.test_client()
-    other.environ_base["REMOTE_ADDR"] = "10.9.8.7"
-    assert sign_in(other, "lan").status_code == 429
-    assert sign_in(other, "minh").status_code == 302
-    assert db.execute("SELECT count(*) FROM audit_log WHERE action = 'login'").fetchone() == (1,)
+    assert sign_in(first, "minh", "guess").status_code == 200  # the address's third failure
+    assert sign_in(first, "minh").status_code == 429  # the address has used up its failures
+    # From another address both users sign in; successes use up nothing.
+    for name in ("lan",) * 5 + ("minh",):
+        other = app.test_client()
+        other.environ_base["REMOTE_ADDR"] = "10.9.8.7"
+        assert sign_in(other, name).status_code == 302
+    assert db.execute("SELECT count(*) FROM audit_log WHERE action = 'login'").fetchone() == (6,)
+    failed = db.execute("SELECT count(*) FROM audit_log WHERE action = 'login_failed'").fetchone()
+    assert failed == (3,)  # refused attempts are not tried
 
 
 def session_cookie(response) -> str:

@@ -15,6 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from test_staff_helpers import (
+    PASSWORD,
     add_bill,
     add_customer,
     add_meter,
@@ -93,6 +94,13 @@ CASES = [
         _all("ok", **PAGE),
         path=lambda ids: f"/staff/tokens/{ids['token']}/revoke",
         form={},
+    ),
+    Case("GET", "/staff/password", _all("ok", **PAGE)),
+    Case(
+        "POST",
+        "/staff/password",
+        _all("ok", **PAGE),
+        form={"current": PASSWORD, "new": PASSWORD, "again": PASSWORD},  # a new session after
     ),
     Case(
         "GET",

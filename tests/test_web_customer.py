@@ -154,23 +154,33 @@ def test_rate_limit_per_customer_code_counts_failures(
     app = make_app(
         db_url,
         LOOKUP_LIMIT_PER_CODE="3 per 15 minutes",
+        LOOKUP_LIMIT_PER_CODE_ALL="5 per 15 minutes",
         RATELIMIT_STORAGE_URI=limit_storage(storage, db_url),
     )
     try:
         client = app.test_client()
         # Successes do not use up the customer's allowance.
-        for n in range(4):
-            ok = sign_in(client, CODE_A, SERIAL_A, REMOTE_ADDR=f"10.1.0.{n}")
-            assert ok.status_code == 302
-        # Guessing serials for one code from many addresses is stopped after 3 failures.
+        for _ in range(4):
+            assert sign_in(client, CODE_A, SERIAL_A, REMOTE_ADDR="10.1.0.1").status_code == 302
+        # Guessing serials for one code from one address is stopped after 3 failures...
         statuses = [
-            sign_in(client, CODE_A, f"GUESS{n}", REMOTE_ADDR=f"10.2.0.{n}").status_code
+            sign_in(client, CODE_A, f"GUESS{n}", REMOTE_ADDR="10.2.0.1").status_code
             for n in range(4)
         ]
         assert statuses == [400, 400, 400, 429]
-        assert sign_in(client, CODE_A, SERIAL_A, REMOTE_ADDR="10.3.0.1").status_code == 429
+        assert sign_in(client, CODE_A, SERIAL_A, REMOTE_ADDR="10.2.0.1").status_code == 429
+        # ...but the customer at another address is not locked out.
+        assert sign_in(client, CODE_A, SERIAL_A, REMOTE_ADDR="10.3.0.1").status_code == 302
+        # Beyond 5 failures from all addresses, an address that failed once waits; a new one
+        # gets one try, and the right serial from an address that never failed still works.
+        assert sign_in(client, CODE_A, "G", REMOTE_ADDR="10.4.0.1").status_code == 400
+        assert sign_in(client, CODE_A, "G", REMOTE_ADDR="10.4.0.2").status_code == 400
+        assert sign_in(client, CODE_A, SERIAL_A, REMOTE_ADDR="10.4.0.1").status_code == 429
+        assert sign_in(client, CODE_A, "G", REMOTE_ADDR="10.4.0.3").status_code == 400
+        assert sign_in(client, CODE_A, "G", REMOTE_ADDR="10.4.0.3").status_code == 429
+        assert sign_in(client, CODE_A, SERIAL_A, REMOTE_ADDR="10.4.0.4").status_code == 302
         # Other codes are not affected.
-        assert sign_in(client, CODE_B, SERIAL_B, REMOTE_ADDR="10.3.0.2").status_code == 302
+        assert sign_in(client, CODE_B, SERIAL_B, REMOTE_ADDR="10.4.0.1").status_code == 302
     finally:
         close(app)
 

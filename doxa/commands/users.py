@@ -79,3 +79,28 @@ def token_command(app: App, username: str, name: str) -> None:
         token = users.create_token(conn, row[0], name)
         audit.record(conn, "cli", "token.create", {"username": username, "name": name})
     click.echo(token)
+
+
+@command.command("passwd")
+@click.argument("username")
+@click.pass_obj
+def passwd_command(app: App, username: str) -> None:
+    """Give a staff user a new password (read from standard input, one line) and end every
+    session they have on the website.
+
+    Example: printf '%s\\n' "$NEW_PASSWORD" | doxa users passwd lan
+    """
+    password = _read_password()
+    try:
+        users.check_password(password)
+    except users.UserError as exc:
+        raise BadInput(str(exc)) from exc
+    with psycopg.connect(app.database_url(), autocommit=True) as conn:
+        try:
+            user, ended = users.set_password(conn, username, password)
+        except users.UserError as exc:
+            raise BadInput(str(exc)) from exc
+        audit.record(
+            conn, "cli", "user.passwd", {"username": user.username, "sessions_ended": ended}
+        )
+    click.echo(f"changed the password of {user.username}; ended {ended} session(s)")

@@ -4,12 +4,19 @@ Used by commands when ``DOXA_DATABASE_URL`` is unset, by ``doxa demo`` and by th
 PostgreSQL refuses to run as root, so when we are root the cluster runs as the ``postgres`` OS
 user and its directories are owned by it. The server is started with ``pg_ctl`` (it detaches into
 its own session, so a Ctrl-C in the terminal does not reach it) and left running until ``stop()``.
+
+Every connection needs a password, generated when the cluster is made and kept beside it in
+``root/password`` (readable by its owner only); :meth:`EmbeddedPostgres.url` puts it in the URL.
+A cluster made by an earlier doxa, which trusted every local connection, is given one on its
+next start. The cluster is still for the demo and development only (see the README).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import secrets
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -31,6 +38,16 @@ _PG_LIB = Path("/usr/lib/postgresql")
 _PG_SHARE = Path("/usr/share/postgresql")
 # Where the cluster lives when root runs doxa from a directory the postgres user cannot enter.
 _FALLBACK_ROOT = Path("/var/lib/doxa/clusters")
+_HBA_MARKER = "# doxa: every connection needs the password"
+_HBA = f"""{_HBA_MARKER} (the file 'password' beside the cluster's data)
+# TYPE  DATABASE     USER  ADDRESS        METHOD
+local   all          all                  scram-sha-256
+host    all          all   127.0.0.1/32   scram-sha-256
+host    all          all   ::1/128        scram-sha-256
+local   replication  all                  scram-sha-256
+host    replication  all   127.0.0.1/32   scram-sha-256
+host    replication  all   ::1/128        scram-sha-256
+"""
 
 
 def find_pg_bin() -> Path:
@@ -64,6 +81,7 @@ class EmbeddedPostgres:
     durable: bool = True  # tests turn fsync off: a crashed test cluster is simply thrown away
     preload_timescaledb: bool = True  # off only to test the message for a misconfigured server
     runner: RunAs = field(init=False)
+    _password: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).absolute()
@@ -91,10 +109,37 @@ class EmbeddedPostgres:
     def log_file(self) -> Path:
         return self.root / "postgres.log"
 
+    @property
+    def password_file(self) -> Path:
+        return self.root / "password"
+
+    def password(self) -> str:
+        """The cluster's password: read from :attr:`password_file`, made there on first use
+        (URL-safe characters, mode 0600)."""
+        if self._password is None:
+            try:
+                text = self.password_file.read_text().strip()
+            except FileNotFoundError:
+                text = ""
+            if not text:
+                self.root.mkdir(parents=True, exist_ok=True)
+                text = secrets.token_urlsafe(32)
+                try:
+                    fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                except FileExistsError:  # another process made it meanwhile
+                    return self.password()
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(text + "\n")
+            self._password = text
+        return self._password
+
     def url(self, database: str | None = None) -> str:
         if self.port is None:
             raise ServiceError("the embedded cluster has not been started")
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database or self.database}"
+        return (
+            f"postgresql://{self.user}:{self.password()}@127.0.0.1:{self.port}"
+            f"/{database or self.database}"
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -125,20 +170,57 @@ class EmbeddedPostgres:
             return
         if self.data_dir.exists():  # a half-made cluster from an interrupted initdb
             shutil.rmtree(self.data_dir)
-        self.runner.run(
-            [
-                str(self.bin / "initdb"),
-                "-D", str(self.data_dir),
-                "-U", self.user,
-                "-A", "trust",
-                "-E", "UTF8",
-                "--locale=C",
-                *([] if self.durable else ["--no-sync"]),
-            ]
-        )  # fmt: skip
+        # initdb (run as the postgres user) reads the password from a file of its own.
+        pwfile = self.root / f".initdb-password-{secrets.token_hex(4)}"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.password() + "\n")
+        self.runner.chown(pwfile)
+        try:
+            self.runner.run(
+                [
+                    str(self.bin / "initdb"),
+                    "-D", str(self.data_dir),
+                    "-U", self.user,
+                    "-A", "scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "-E", "UTF8",
+                    "--locale=C",
+                    *([] if self.durable else ["--no-sync"]),
+                ]
+            )  # fmt: skip
+        finally:
+            pwfile.unlink(missing_ok=True)
         conf = self.data_dir / "postgresql.conf"
         with conf.open("a") as fh:
             fh.write("\ninclude_if_exists = 'doxa.conf'\n")
+        self._write_hba()
+
+    @property
+    def _hba_file(self) -> Path:
+        return self.data_dir / "pg_hba.conf"
+
+    def _write_hba(self) -> None:
+        self._hba_file.write_text(_HBA)
+        self.runner.chown(self._hba_file)
+
+    def _hba_is_ours(self) -> bool:
+        try:
+            return self._hba_file.read_text().startswith(_HBA_MARKER)
+        except FileNotFoundError:
+            return False
+
+    def _require_password(self) -> None:
+        """A cluster from before passwords trusts local connections: give its user the password,
+        then ask for it from every connection (a reload; connections already open stay)."""
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    psycopg.sql.Identifier(self.user), psycopg.sql.Literal(self.password())
+                )
+            )
+            self._write_hba()
+            conn.execute("SELECT pg_reload_conf()")
 
     def _choose_port(self) -> int:
         if self.port is not None:
@@ -191,6 +273,8 @@ class EmbeddedPostgres:
             )  # fmt: skip
             (self.root / "port").write_text(f"{port}\n")
         self._wait_ready(timeout)
+        if not self._hba_is_ours():
+            self._require_password()
         self.ensure_database(self.database)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -200,6 +284,11 @@ class EmbeddedPostgres:
                 with psycopg.connect(self.url("postgres"), connect_timeout=2):
                     return
             except psycopg.OperationalError as exc:
+                if "password authentication failed" in str(exc):
+                    raise ServiceError(
+                        f"the embedded PostgreSQL under {self.root} refuses the password in"
+                        f" {self.password_file}; delete {self.root} to start a fresh cluster"
+                    ) from exc
                 if time.monotonic() > deadline:
                     raise ServiceError(f"embedded PostgreSQL does not answer: {exc}") from exc
                 time.sleep(0.1)

@@ -23,12 +23,13 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.types.json import Jsonb
 
+from billing.lifecycle import Window, window
 from billing.periods import Period
 from billing.tariff import Priced, TariffTable, Tier, VatRate, price
 from doxa.errors import BillingDataError, NoClosing, TariffError
 from metering.calendar import local_midnight
 from metering.register import Closing, Register
-from schema.register_inputs import registers
+from schema.register_inputs import Predecessor, registers
 
 # Meters whose inputs are fetched together: a few statements per batch.
 BATCH = 1000
@@ -47,6 +48,16 @@ class MeterToBill:
     customer_code: str
     reading_day: int
     tariff_group: str
+    # Its life (contract §11; billing.lifecycle): shared by households, replaced, retired.
+    households: int = 1
+    predecessor: Predecessor | None = None
+    retired_at: datetime | None = None
+    retired_reason: str | None = None
+
+    def window(self, period: Period, zone: ZoneInfo) -> Window | None:
+        installed = self.predecessor.until if self.predecessor else None
+        return window(period, self.reading_day, zone, installed_at=installed,
+                      retired_at=self.retired_at, retired_reason=self.retired_reason)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -68,15 +79,16 @@ class RunReport:
 _UPSERT = """
 INSERT INTO bills (customer_id, meter_id, period, period_start, period_end, days,
                    start_index_kwh, end_index_kwh, consumption_kwh, amount_vnd, vat_vnd,
-                   total_vnd, estimated, breakdown)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (meter_id, period) DO UPDATE SET
+                   total_vnd, estimated, breakdown, households)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (meter_id, period) WHERE version = 1 DO UPDATE SET
     customer_id = EXCLUDED.customer_id, period_start = EXCLUDED.period_start,
     period_end = EXCLUDED.period_end, days = EXCLUDED.days,
     start_index_kwh = EXCLUDED.start_index_kwh, end_index_kwh = EXCLUDED.end_index_kwh,
     consumption_kwh = EXCLUDED.consumption_kwh, amount_vnd = EXCLUDED.amount_vnd,
     vat_vnd = EXCLUDED.vat_vnd, total_vnd = EXCLUDED.total_vnd,
-    estimated = EXCLUDED.estimated, breakdown = EXCLUDED.breakdown, computed_at = now()
+    estimated = EXCLUDED.estimated, breakdown = EXCLUDED.breakdown, computed_at = now(),
+    households = EXCLUDED.households, held_reason = NULL
 WHERE bills.status = 'draft'
 RETURNING id
 """
@@ -106,13 +118,35 @@ def load_vat_rates(conn: psycopg.Connection) -> list[VatRate]:
     return [VatRate(day, rate) for day, rate in rows]
 
 
-def meters_to_bill(conn: psycopg.Connection) -> list[MeterToBill]:
+def meters_to_bill(conn: psycopg.Connection, period: Period | None = None) -> list[MeterToBill]:
+    """The meters in service, and those retired recently enough to owe a bill of ``period``
+    (``MeterToBill.window`` decides)."""
+    since = Period(2000, 1) if period is None else period.previous().previous()
     rows = conn.execute(
-        "SELECT m.id, m.serial, m.multiplier, c.id, c.code, c.reading_day, c.tariff_group"
+        "SELECT m.id, m.serial, m.multiplier, c.id, c.code, c.reading_day, c.tariff_group,"
+        " m.households, m.replaces_meter_id, p.serial, m.installed_at, m.retired_at,"
+        " m.retired_reason"
         " FROM meters m JOIN customers c ON c.id = m.customer_id"
-        " WHERE m.active ORDER BY c.code, m.serial"
+        " LEFT JOIN meters p ON p.id = m.replaces_meter_id"
+        " WHERE m.active OR m.retired_at >= %s ORDER BY c.code, m.serial",
+        (datetime(since.year, since.month, 1, tzinfo=ZoneInfo("UTC")),),
     ).fetchall()
-    return [MeterToBill(*row) for row in rows]
+    return [
+        MeterToBill(
+            meter_id=r[0],
+            serial=r[1],
+            multiplier=r[2],
+            customer_id=r[3],
+            customer_code=r[4],
+            reading_day=r[5],
+            tariff_group=r[6],
+            households=r[7],
+            predecessor=Predecessor(r[8], r[9], r[10]) if r[8] else None,
+            retired_at=r[11],
+            retired_reason=r[12],
+        )
+        for r in rows
+    ]
 
 
 def breakdown(
@@ -125,6 +159,14 @@ def breakdown(
         "estimated": closing.estimated,
         "multiplier": f"{meter.multiplier.normalize():f}",
     }
+
+
+def _life(meter: MeterToBill, bill_window: Window) -> dict[str, Any]:
+    """What the breakdown says of the meter's life: households, a final bill."""
+    out: dict[str, Any] = {"households": meter.households}
+    if bill_window.final:
+        out["final"] = True
+    return out
 
 
 @dataclass(frozen=True)
@@ -157,7 +199,7 @@ def run_bills(
             )
         }
         run = _Run(period, zone, load_tariffs(conn), load_vat_rates(conn), issued)
-        meters = meters_to_bill(conn)
+        meters = meters_to_bill(conn, period)
         for k in range(0, len(meters), batch):
             _bill_batch(conn, run, meters[k : k + batch], report)
     return report
@@ -173,15 +215,24 @@ def _bill_batch(
     conn: psycopg.Connection[Any], run: _Run, meters: Sequence[MeterToBill], report: RunReport
 ) -> None:
     """Bill one batch: fetch every meter's inputs together, price in Python, write together."""
-    todo = [m for m in meters if m.meter_id not in run.issued]
+    windows = {m.meter_id: m.window(run.period, run.zone) for m in meters}
+    todo = [m for m in meters if m.meter_id not in run.issued and windows[m.meter_id]]
     report.kept_issued += [(m.customer_code, m.serial) for m in meters if m.meter_id in run.issued]
-    bounds = {m.meter_id: period_bounds(run.period, m.reading_day, run.zone) for m in todo}
-    found = registers(conn, bounds, {m.meter_id: m.serial for m in todo})
+    bounds = {m.meter_id: (w.start, w.end) for m in todo if (w := windows[m.meter_id])}
+    found = registers(
+        conn,
+        bounds,
+        {m.meter_id: m.serial for m in todo},
+        {m.meter_id: m.predecessor for m in todo if m.predecessor},
+    )
     bills: list[tuple[MeterToBill, tuple[Any, ...]]] = []
-    skips: list[tuple[MeterToBill, str]] = []
+    # Meters not billed for the period (retired, not yet installed) lose any draft of it.
+    skips: list[tuple[MeterToBill, str]] = [
+        (m, "") for m in meters if m.meter_id not in run.issued and not windows[m.meter_id]
+    ]
     for meter in todo:
         try:
-            row = _bill_meter(run, meter, found[meter.meter_id], *bounds[meter.meter_id])
+            row = _bill_meter(run, meter, found[meter.meter_id], windows[meter.meter_id])
         except (NoClosing, TariffError) as exc:
             skips.append((meter, str(exc)))
             continue
@@ -190,15 +241,16 @@ def _bill_batch(
 
 
 def _bill_meter(
-    run: _Run, meter: MeterToBill, register: Register, start: datetime, end: datetime
+    run: _Run, meter: MeterToBill, register: Register, bill_window: Window | None
 ) -> tuple[Any, ...]:
     """One meter's bill as the row to upsert; raises NoClosing or TariffError (a skip)."""
-    closing = register.between(start, end)
+    assert bill_window is not None
+    closing = register.between(bill_window.start, bill_window.end)
     for index in (closing.start_kwh, closing.end_kwh):
         if abs(index) >= MAX_INDEX_KWH:
             raise NoClosing(f"register index {index:g} kWh is beyond what a bill holds")
     consumption = closing.consumption_kwh(meter.multiplier)
-    first_day, closing_day = run.period.dates(meter.reading_day)
+    first_day, closing_day = bill_window.first_day, bill_window.closing_day
     try:
         priced = price(
             consumption,
@@ -206,6 +258,7 @@ def _bill_meter(
             closing_day,
             run.tariffs.get(meter.tariff_group, []),
             run.vat_rates,
+            meter.households,
         )
     except TariffError as exc:
         raise TariffError(f"{meter.tariff_group} tariff: {exc}") from None
@@ -223,7 +276,8 @@ def _bill_meter(
         priced.vat_vnd,
         priced.total_vnd,
         closing.estimated,
-        Jsonb(breakdown(priced, closing, meter, run.zone)),
+        Jsonb(breakdown(priced, closing, meter, run.zone) | _life(meter, bill_window)),
+        meter.households,
     )
     return row
 
@@ -255,6 +309,6 @@ def _write(
             cur.executemany(
                 "INSERT INTO bill_skips (meter_id, period, customer_id, reason)"
                 " VALUES (%s, %s, %s, %s)",
-                [(meter.meter_id, period, meter.customer_id, reason) for meter, reason in skips],
+                [(m.meter_id, period, m.customer_id, reason) for m, reason in skips if reason],
             )
-    report.skipped += [Skipped(m.customer_code, m.serial, reason) for m, reason in skips]
+    report.skipped += [Skipped(m.customer_code, m.serial, r) for m, r in skips if r]

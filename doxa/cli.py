@@ -41,6 +41,7 @@ def _register_commands() -> None:
     from doxa.commands import (
         bills,
         collect,
+        customers,
         db,
         demo,
         export,
@@ -57,6 +58,7 @@ def _register_commands() -> None:
                    notify):  # fmt: skip
         cli.add_command(module.command)
     cli.add_command(outages.command)
+    cli.add_command(customers.command)
 
 
 _register_commands()

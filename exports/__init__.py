@@ -140,7 +140,13 @@ BILLS_COLUMNS = (
     Column("vat_vnd", "number"),
     Column("total_vnd", "number"),
     Column("estimated", "bool"),
+    # Contract §11: a correction is one more row (version 2, 3…) holding the difference.
+    Column("status"),  # draft | held | issued
+    Column("version", "number"),
+    Column("households", "number"),
+    Column("held_reason"),
 )
+BILL_STATUSES = ("draft", "held", "issued")
 CLOSING_COLUMNS = (
     Column("customer_code"),
     Column("meter_serial"),
@@ -251,20 +257,30 @@ def readings(
     )
 
 
-def bills(period: str, selection: Selection = Selection()) -> ExportSpec:
-    """The bills of a period (``YYYY-MM``), by customer code then meter serial."""
+_STATUS = "CASE WHEN b.status = 'draft' AND b.held_reason IS NOT NULL THEN 'held' ELSE b.status END"
+
+
+def bills(period: str, selection: Selection = Selection(), status: str | None = None) -> ExportSpec:
+    """The bills of a period (``YYYY-MM``), by customer code, meter serial then version; only
+    those of ``status`` (draft, held, issued) when given."""
     parse_period(period)
     params: dict[str, Any] = {"period": period.strip()}
     where = _where(selection, params)
+    if status is not None:
+        if status not in BILL_STATUSES:
+            raise ExportError(f"invalid status {status!r}: one of {', '.join(BILL_STATUSES)}")
+        params["status"] = status
+        where += f" AND {_STATUS} = %(status)s"
     query = f"""
         SELECT c.code AS customer_code, m.serial AS meter_serial, b.period_start, b.period_end,
                b.days, b.start_index_kwh, b.end_index_kwh, b.consumption_kwh, b.amount_vnd,
-               b.vat_vnd, b.total_vnd, {_bool("b.estimated")} AS estimated
+               b.vat_vnd, b.total_vnd, {_bool("b.estimated")} AS estimated,
+               {_STATUS} AS status, b.version, b.households, b.held_reason
         FROM bills b
         JOIN customers c ON c.id = b.customer_id
         JOIN meters m ON m.id = b.meter_id
         WHERE b.period = %(period)s AND {where}
-        ORDER BY c.code, m.serial"""
+        ORDER BY c.code, m.serial, b.version"""
     return ExportSpec(
         kind="bills",
         columns=BILLS_COLUMNS,
@@ -272,7 +288,11 @@ def bills(period: str, selection: Selection = Selection()) -> ExportSpec:
         params=params,
         timezone="UTC",
         filename=f"bills_{period.strip()}",
-        detail={"period": period.strip(), **selection.describe()},
+        detail={
+            "period": period.strip(),
+            **selection.describe(),
+            **({"status": status} if status else {}),
+        },
     )
 
 

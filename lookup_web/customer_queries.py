@@ -118,8 +118,9 @@ def meter_bills(
     """(billed kWh, estimated) of this meter's bills of ``periods``: the monthly chart shows a
     closed period as billed."""
     rows = conn.execute(
-        "SELECT period, consumption_kwh, estimated FROM bills"
-        " WHERE meter_id = %s AND period = ANY(%s)",
+        # A corrected bill's versions add up to the corrected consumption.
+        "SELECT period, sum(consumption_kwh), bool_or(estimated) FROM bills"
+        " WHERE meter_id = %s AND period = ANY(%s) GROUP BY period",
         (meter_id, list(periods)),
         prepare=True,
     ).fetchall()
@@ -197,19 +198,26 @@ class BillRow:
     estimated: bool
     status: str
     breakdown: dict[str, Any]
+    # Contract §11: a correction is a further version holding the difference; the name is the
+    # account's on the bill's last day (frozen when issued).
+    version: int = 1
+    correction_reason: str | None = None
+    customer_name: str = ""
+    meter_id: int = 0
 
 
 _BILL_COLUMNS = (
     "b.id, b.period, m.serial, b.period_start, b.period_end, b.days, b.start_index_kwh,"
     " b.end_index_kwh, b.consumption_kwh, b.amount_vnd, b.vat_vnd, b.total_vnd, b.estimated,"
-    " b.status, b.breakdown"
+    " b.status, b.breakdown, b.version, b.correction_reason,"
+    " coalesce(b.customer_name, customer_name_on(b.customer_id, b.period_end - 1)), b.meter_id"
 )
 
 
 def bills(conn: psycopg.Connection, customer_id: int, limit: int = 36) -> list[BillRow]:
     rows = conn.execute(
         f"SELECT {_BILL_COLUMNS} FROM bills b JOIN meters m ON m.id = b.meter_id"
-        " WHERE b.customer_id = %s ORDER BY b.period DESC, m.serial LIMIT %s",
+        " WHERE b.customer_id = %s ORDER BY b.period DESC, m.serial, b.version LIMIT %s",
         (customer_id, limit),
         prepare=True,
     ).fetchall()
@@ -225,3 +233,13 @@ def bill(conn: psycopg.Connection, customer_id: int, bill_id: int) -> BillRow | 
         (bill_id, customer_id),
     )
     return BillRow(*row) if row else None
+
+
+def bill_versions(conn: psycopg.Connection, bill: BillRow) -> list[BillRow]:
+    """Every version of the bill's meter and period, first first (one, unless corrected)."""
+    rows = conn.execute(
+        f"SELECT {_BILL_COLUMNS} FROM bills b JOIN meters m ON m.id = b.meter_id"
+        " WHERE b.meter_id = %s AND b.period = %s ORDER BY b.version",
+        (bill.meter_id, bill.period),
+    ).fetchall()
+    return [BillRow(*r) for r in rows]

@@ -297,19 +297,21 @@ def bills(period: str, selection: Selection = Selection(), status: str | None = 
 
 
 def closing_indices(period: str, tz: str, selection: Selection = Selection()) -> ExportSpec:
-    """Every active meter's register at the close of ``period`` (its customer's reading day of
-    that month, 00:00 local), by customer code then meter serial: the metering rule's index, as
-    the bill ends on it (``exports.closing``)."""
+    """Every meter in service at the close of ``period`` (its customer's reading day of that
+    month, 00:00 local: not yet retired then, already installed), by customer code then meter
+    serial: the metering rule's index, as the bill ends on it (``exports.closing``)."""
     from exports import closing
 
     year, month = parse_period(period)
-    params: dict[str, Any] = {"year": year, "month": month}
+    params: dict[str, Any] = {"year": year, "month": month, "tz": tz}
     where = _where(selection, params)
+    close = "make_timestamptz(%(year)s, %(month)s, c.reading_day, 0, 0, 0, %(tz)s)"
     query = f"""
         SELECT m.id, m.serial, c.code, c.reading_day
         FROM meters m
         JOIN customers c ON c.id = m.customer_id
-        WHERE m.active AND {where}
+        WHERE (m.active OR m.retired_at >= {close})
+          AND (m.installed_at IS NULL OR m.installed_at < {close}) AND {where}
         ORDER BY c.code, m.serial"""
     return ExportSpec(
         kind="closing_indices",

@@ -171,6 +171,13 @@ def replace_meter(
                 " VALUES (%s, %s, %s, %s, %s)",
                 (new_id, at, old_final_kwh, new_start_kwh, note),
             )
+            # The old meter's own register ends on its final value: its bill of a period ending
+            # at the swap, and its closing index there, read it.
+            conn.execute(
+                "INSERT INTO readings (meter_id, ts, energy_import_kwh, quality, source)"
+                " VALUES (%s, %s, %s, 'actual', 'manual') ON CONFLICT DO NOTHING",
+                (old["id"], at, old_final_kwh),
+            )
         _bump(conn)
         audit.record(conn, actor, "meter.replace",
                      {"old_serial": old_serial, "new_serial": new_serial, "at": at.isoformat(),

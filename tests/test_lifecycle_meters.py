@@ -5,6 +5,8 @@ change of owner on later bills only. Amounts worked out by hand (2025 prices, VA
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -242,3 +244,33 @@ def test_a_decommissioned_meter_is_no_longer_polled_and_a_new_serial_is_polled_a
     assert db.execute(
         "SELECT serial FROM meters WHERE active ORDER BY serial"
     ).fetchall() == sorted([("LC-NEW",), (kept,)])
+
+
+def test_a_swap_on_the_reading_day_closes_the_old_meter_and_opens_the_new(
+    cli, db: psycopg.Connection
+) -> None:
+    old = add_meter(db, "PB01010000106", "SDM-B1", 5)
+    add_readings(db, old, [(local(2025, 8, 5), 1000.0), (local(2025, 8, 30), 1090.0)])
+    swap = cli("meters", "replace", "SDM-B1", "--new-serial", "SDM-B2", "--at",
+               "2025-09-05T00:00:00+07:00", "--old-final-kwh", "1100")  # fmt: skip
+    assert swap.code == 0, swap.err
+    new = db.execute("SELECT id FROM meters WHERE serial = 'SDM-B2'").fetchone()[0]
+    add_readings(db, new, [(local(2025, 9, 20), 40.0), (local(2025, 10, 5), 80.0)])
+    for period in ("2025-09", "2025-10"):
+        assert cli("bills", "run", "--period", period).code == 0
+    # 2025-09 ends at the swap: the old meter's, closed on its final value (100 kWh);
+    # 2025-10 starts there: the new meter's, from its start value (80 kWh).
+    assert [(r[0], r[4], r[5], r[6]) for r in bills_of(db, "2025-09")] == [
+        ("SDM-B1", 1000.0, 1100.0, 100)
+    ]
+    assert [(r[0], r[4], r[5], r[6]) for r in bills_of(db, "2025-10")] == [
+        ("SDM-B2", 0.0, 80.0, 80)
+    ]
+    # The closing-index export agrees with the bills, meter by meter.
+    for period, expected in (
+        ("2025-09", ("SDM-B1", "1100.000")),
+        ("2025-10", ("SDM-B2", "80.000")),
+    ):
+        out = cli("export", "closing-indices", "--period", period).out
+        rows = list(csv.DictReader(io.StringIO(out)))
+        assert [(r["meter_serial"], r["index_kwh"]) for r in rows] == [expected]

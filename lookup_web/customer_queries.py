@@ -41,6 +41,7 @@ class Meter:
     serial: str
     multiplier: Decimal
     active: bool
+    households: int = 1  # sharing the meter: its tier widths × households (contract §11)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def customer_and_meters(
     needs to check that the meter is theirs and to list the others."""
     rows = conn.execute(
         "SELECT c.id, c.code, c.name, c.address, c.tariff_group, c.reading_day,"
-        " m.id, m.serial, m.multiplier, m.active"
+        " m.id, m.serial, m.multiplier, m.active, m.households"
         " FROM customers c LEFT JOIN meters m ON m.customer_id = c.id"
         " WHERE c.id = %s ORDER BY m.serial",
         (customer_id,),

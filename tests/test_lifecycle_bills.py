@@ -311,3 +311,15 @@ def test_issue_by_customer_prefix_and_the_bill_issued_notice(cli, db: psycopg.Co
     notices = db.execute("SELECT kind, recipient, dedupe_key FROM notices").fetchall()
     bill_id = db.execute("SELECT id FROM bills WHERE status = 'issued'").fetchone()[0]
     assert notices == [("bill_issued", "a@example.vn", f"bill:{bill_id}")]
+
+
+def test_the_customer_page_tier_of_a_shared_meter_is_doubled_too() -> None:
+    from datetime import date
+
+    from billing.tariff import Tier, bands
+
+    tiers = [Tier(1, 50, 1984), Tier(2, 50, 2050), Tier(3, None, 2380)]
+    one = bands(tiers, date(2025, 8, 5), date(2025, 9, 5))
+    two = bands(tiers, date(2025, 8, 5), date(2025, 9, 5), households=2)
+    assert [(b.lower_kwh, b.upper_kwh) for b in one] == [(0, 50), (50, 100), (100, None)]
+    assert [(b.lower_kwh, b.upper_kwh) for b in two] == [(0, 100), (100, 200), (200, None)]

@@ -274,3 +274,29 @@ def test_a_swap_on_the_reading_day_closes_the_old_meter_and_opens_the_new(
         out = cli("export", "closing-indices", "--period", period).out
         rows = list(csv.DictReader(io.StringIO(out)))
         assert [(r["meter_serial"], r["index_kwh"]) for r in rows] == [expected]
+
+
+def test_a_decommissioned_meter_leaves_the_stale_list_and_completeness(
+    cli, db: psycopg.Connection
+) -> None:
+    from datetime import date
+
+    from lookup_web.ops import Thresholds, completeness, stale_meters
+
+    kept = add_meter(db, "PB01010000107", "OPS-KEPT", 5)
+    gone = add_meter(db, "PB01010000108", "OPS-GONE", 5)
+    db.execute("UPDATE customers SET province = 'Bình Dương'")
+    db.execute("UPDATE meters SET created_at = %s", (local(2025, 8, 1),))
+    for meter in (kept, gone):
+        add_readings(db, meter, [(local(2025, 8, 10, h), 10.0 + h) for h in range(24)])
+    thresholds = Thresholds(120, 600, 3600, 3600)
+    now = local(2025, 8, 12)
+    before = stale_meters(db, thresholds, 10, now)
+    assert before[0] == 2
+    (full,) = completeness(db, date(2025, 8, 10), "Asia/Ho_Chi_Minh", thresholds)
+    assert (full.meters, full.complete) == (2, 2)
+    assert cli("meters", "decommission", "OPS-GONE", "--at", "2025-08-11T00:00").code == 0
+    total, stale = stale_meters(db, thresholds, 10, now)
+    assert (total, [s.serial for s in stale]) == (1, ["OPS-KEPT"])
+    (row,) = completeness(db, date(2025, 8, 10), "Asia/Ho_Chi_Minh", thresholds)
+    assert (row.meters, row.complete) == (1, 1)

@@ -300,3 +300,32 @@ def test_a_decommissioned_meter_leaves_the_stale_list_and_completeness(
     assert (total, [s.serial for s in stale]) == (1, ["OPS-KEPT"])
     (row,) = completeness(db, date(2025, 8, 10), "Asia/Ho_Chi_Minh", thresholds)
     assert (row.meters, row.complete) == (1, 1)
+
+
+def test_re_importing_the_inventory_keeps_a_retired_meter_retired(
+    cli, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    header = (
+        "customer_code,customer_name,address,province,tariff_group,reading_day,meter_serial,"
+        "protocol,model,host,port,unit_id,multiplier"
+    )
+    inventory = tmp_path / "inv.csv"
+    inventory.write_text(
+        f"{header}\nPB01010000109,A,a,Bình Dương,residential,5,RE-1,modbus,sdm120,10.0.0.9,502,3,\n",
+        encoding="utf-8",
+    )
+    assert cli("meters", "import", str(inventory)).code == 0
+    assert cli("meters", "replace", "RE-1", "--new-serial", "RE-2", "--at", "2025-08-20T00:00",
+               "--old-final-kwh", "0").code == 0  # fmt: skip
+    again = cli("meters", "import", str(inventory))
+    # The old serial's bus address now belongs to the new meter: the stale file is refused.
+    assert again.code == 2 and "belongs to meter RE-2" in again.err
+    assert db.execute("SELECT serial, active FROM meters ORDER BY id").fetchall() == [
+        ("RE-1", False),
+        ("RE-2", True),
+    ]
+    inventory.write_text(
+        f"{header}\nPB01010000109,A,a,Bình Dương,residential,5,RE-1,mqtt,,,,,\n", encoding="utf-8"
+    )
+    assert cli("meters", "import", str(inventory)).code == 0
+    assert db.execute("SELECT active FROM meters WHERE serial = 'RE-1'").fetchone() == (False,)

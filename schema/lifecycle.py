@@ -59,7 +59,7 @@ def _bump(conn: psycopg.Connection[Any]) -> None:
 
 def _meter(conn: psycopg.Connection[Any], serial: str) -> dict[str, Any]:
     cur = conn.execute(
-        f"SELECT {_METER_COLUMNS} FROM meters WHERE serial = %s FOR UPDATE", (serial,)
+        f"SELECT {_METER_COLUMNS} FROM meters WHERE serial = %s FOR NO KEY UPDATE", (serial,)
     )
     row = cur.fetchone()
     if row is None:

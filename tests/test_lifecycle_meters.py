@@ -329,3 +329,35 @@ def test_re_importing_the_inventory_keeps_a_retired_meter_retired(
     )
     assert cli("meters", "import", str(inventory)).code == 0
     assert db.execute("SELECT active FROM meters WHERE serial = 'RE-1'").fetchone() == (False,)
+
+
+def test_a_running_writer_accepts_the_new_serial_of_an_mqtt_replacement_at_once(
+    cli, db_url: str, db: psycopg.Connection
+) -> None:
+    from datetime import timedelta
+
+    from test_collector_support import import_mqtt_meters
+
+    from collector.units import Unit
+    from collector.writer import Writer
+    from protocols.reading import Reading
+
+    def unit(serial: str, minutes: int, kwh: float) -> Unit:
+        r = Reading(serial, datetime(2026, 11, 26, 3, tzinfo=UTC) + timedelta(minutes=minutes),
+                    kwh, None, None, None, None, None)  # fmt: skip
+        return Unit("mqtt", (r,), f"doxa/meters/{serial}/reading", serial, b"{}")
+
+    import_mqtt_meters(db_url, ["MQ-OLD"])
+    writer = Writer(db_url, "c1")
+    try:
+        first = writer.write([unit("MQ-OLD", 0, 10.0), unit("MQ-NEW", 0, 0.5)])
+        assert first.inserted == 1 and [r[1] for r in first.rejected] == [
+            "unknown meter serial 'MQ-NEW'"
+        ]
+        swap = cli("meters", "replace", "MQ-OLD", "--new-serial", "MQ-NEW", "--at",
+                   "2026-11-26T03:05:00+00:00", "--old-final-kwh", "10.2")  # fmt: skip
+        assert swap.code == 0, swap.err
+        second = writer.write([unit("MQ-NEW", 10, 0.6)])
+        assert (second.inserted, second.rejected) == (1, [])
+    finally:
+        writer.close()

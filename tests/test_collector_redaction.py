@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_collector_support import DOXA, REPO, doxa_env, start_doxa_collect, wait_for
 
-from protocols.broker_url import BrokerUrlError, parse_broker_url, redact_text, redact_url
+from protocols.broker_url import BrokerUrlError, parse_broker_url
 
 SECRET = "s3cret-Pa55"
 
@@ -35,6 +35,8 @@ def test_broker_url_errors_never_show_the_password(url: str) -> None:
 
 
 def test_redaction_of_urls_and_of_any_text() -> None:
+    from protocols.broker_url import redact_text, redact_url
+
     assert redact_url(f"mqtt://meter:{SECRET}@h:1883") == "mqtt://meter:***@h:1883"
     assert redact_url(f"mqtts://{SECRET}@h") == "mqtts://***@h"
     assert redact_url("mqtt://h:1883") == "mqtt://h:1883"

@@ -28,7 +28,7 @@ from test_collector_support import (
 )
 
 from collector.config import DEFAULT_SUBSCRIPTIONS
-from collector.topics import MAX_TOPIC_LENGTH, TopicRouter
+from collector.topics import TopicRouter
 from protocols.errors import PayloadError
 from protocols.payloads import parse_payload
 from protocols.reading import MEASURED_FIELDS
@@ -89,7 +89,9 @@ def payloads(draw: st.DrawFn) -> bytes:
     if kind == "bytes":
         return draw(st.binary(max_size=200))
     if kind == "deep":
-        depth = draw(st.integers(0, 5000))
+        # (Around 900-1000 levels Python's parser still succeeds and every later walk of the
+        # value overflows the stack: the case that dropped whole batches.)
+        depth = draw(st.sampled_from([31, 32, 33, 500, 900, 950, 988, 999]) | st.integers(0, 5000))
         opener, closer = draw(st.sampled_from([("[", "]"), ('{"a":', "}"), ('[{"b":', "}]")]))
         inner = draw(st.sampled_from(["1", '"x"', "[]", ""]))
         close = draw(st.booleans())
@@ -138,6 +140,23 @@ def test_every_payload_is_readings_or_one_rejection_with_a_reason(payload: bytes
     _reading_or_reason(fmt, payload)
 
 
+def _at_stack_depth(frames: int, fn: Any) -> Any:
+    return _at_stack_depth(frames - 1, fn) if frames else fn()
+
+
+def test_every_depth_near_the_recursion_limit_is_one_rejection() -> None:
+    """The window that dropped batches: Python's parser still succeeds a few levels below the
+    recursion limit and the reason's rendering of the value then overflows. Where the window
+    lies depends on how deep the caller's stack is, so every depth is tried at several."""
+    for frames in (0, 40, 120, 250):
+        for depth in range(700, 1001):
+            payload = b'{"ts": 1764662400, "energy_import_kwh": %s1%s}' % (
+                b"[" * depth,
+                b"]" * depth,
+            )
+            _at_stack_depth(frames, lambda p=payload: _reading_or_reason("native", p))
+
+
 topics = st.one_of(
     st.text(max_size=300),
     st.builds(
@@ -153,6 +172,8 @@ topics = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(topics, min_size=1, max_size=20))
 def test_every_topic_is_routed_or_rejected_with_a_short_reason(found: list[str]) -> None:
+    from collector.topics import MAX_TOPIC_LENGTH
+
     router = TopicRouter(DEFAULT_SUBSCRIPTIONS, cache_size=5, cache_chars=400)
     for text in found:
         route = router.route(text)

@@ -39,6 +39,7 @@ def cli(ctx: click.Context) -> None:
 
 def _register_commands() -> None:
     from doxa.commands import (
+        backfill,
         bills,
         collect,
         db,
@@ -57,6 +58,7 @@ def _register_commands() -> None:
                    notify):  # fmt: skip
         cli.add_command(module.command)
     cli.add_command(outages.command)
+    cli.add_command(backfill.command)
 
 
 _register_commands()

@@ -164,3 +164,66 @@ def test_the_api_never_sends_nan_or_infinity(
     first, second = body["readings"]
     assert (first["energy_export_kwh"], first["power_w"], first["voltage_v"]) == (None, None, None)
     assert first["energy_import_kwh"] == 1.0 and second["power_w"] == 850.0
+
+
+@pytest.mark.db
+def test_doxa_backfill_loads_history_beyond_the_horizon_all_or_nothing(
+    doxa, db_url: str, db: psycopg.Connection, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    import_csv(db_url, "\n".join([HEADER, inventory_line("BF-1", 1)]) + "\n")
+    now = datetime.now(UTC).replace(microsecond=0)
+    old = [now - timedelta(days=d) for d in (500, 450, 449)]
+    good = tmp_path / "history.jsonl"
+    good.write_text(
+        json.dumps({"ts": old[0].isoformat(), "energy_import_kwh": 1.0})
+        + "\n\n"
+        + json.dumps(
+            [
+                {"ts": old[1].isoformat(), "energy_import_kwh": 2.0},
+                {"ts": int(old[2].timestamp()), "energy_import_kwh": 2.5},
+            ]
+        )
+        + "\n"
+    )
+    env = {"DOXA_DATABASE_URL": db_url}
+    args = ("backfill", "--meter", "BF-1", "--reason", "paper records of 2025")
+    done = doxa(*args, str(good), env=env)
+    assert done.code == 0, done.err
+    assert done.out.strip() == f"back-filled 3 reading(s) of BF-1 from 3 in {good}"
+    assert [(ts, e) for _s, ts, e, *_ in stored(db)] == [
+        (old[0], 1.0),
+        (old[1], 2.0),
+        (old[2], 2.5),
+    ]
+    assert db.execute("SELECT DISTINCT source FROM readings").fetchall() == [("backfill",)]
+    entry = db.execute(
+        "SELECT actor, detail->>'reason', row_count FROM audit_log"
+        " WHERE action = 'readings.backfill'"
+    ).fetchone()
+    assert entry == ("cli", "paper records of 2025", 3)
+    assert doxa(*args, str(good), env=env).out.strip().endswith("(3 already stored)")
+
+    db.execute("UPDATE meters SET installed_at = %s WHERE serial = 'BF-1'", (old[1],))
+    bad_lines = {
+        json.dumps({"ts": (now - timedelta(days=1)).isoformat(), "energy_import_kwh": 1.7e308}): (
+            "line 2: energy_import_kwh 1.7e+308 is above the largest register accepted"
+        ),
+        json.dumps({"ts": (old[1] - timedelta(hours=1)).isoformat(), "energy_import_kwh": 1}): (
+            "line 2: ts "
+        ),
+        '{"ts": 1, "energy_import_kwh": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}': (
+            "line 2: the payload is nested too deeply"
+        ),
+    }
+    first = json.dumps({"ts": (now - timedelta(days=2)).isoformat(), "energy_import_kwh": 3.0})
+    for line, expected in bad_lines.items():
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(first + "\n" + line + "\n")
+        refused = doxa(*args, str(bad), env=env)
+        assert refused.code == 2
+        assert expected in refused.err and "\n" not in refused.err.strip()
+    assert len(stored(db)) == 3  # nothing of the refused files
+    assert (
+        "no meter 'NOPE'"
+        in doxa("backfill", "--meter", "NOPE", "--reason", "x", str(good), env=env).err
+    )

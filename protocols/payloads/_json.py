@@ -29,35 +29,31 @@ Checked on the text before parsing: Python's parser and every later walk of the 
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 """Largest payload parsed (a week's backlog of one-minute readings is about 1.5 MB)."""
 
-_INTERESTING = re.compile(r'[\[\]{}"]')
-_STRING_REST = re.compile(r'(?:[^"\\]++|\\.)*+"')  # after an opening quote, up to its end
+_STRING = re.compile(r'"[^"]*"')  # once escapes are gone (a string cannot hold a bare quote)
+_NOT_BRACKET = re.compile(r"[^\[\]]+")
+_ONE_KIND = str.maketrans("{}", "[]")
 
 
 def check_depth(text: str, limit: int = MAX_DEPTH) -> None:
     """Reject text whose arrays and objects nest deeper than ``limit``, without parsing it
-    (brackets inside strings do not count). Linear in the text's length."""
-    if text.count("[") + text.count("{") <= limit:  # (the common case: counted in C)
+    (brackets inside strings do not count). A few passes of C-level string operations: strings
+    and everything but brackets are dropped, then innermost ``[]`` pairs are removed one level
+    per pass; more than ``limit`` openers in a row is too deep at once. Other malformed
+    bracketing is left to the parser to reject."""
+    if text.count("[") + text.count("{") <= limit:  # (the common case)
         return
-    depth = 0
-    pos = 0
-    search, rest = _INTERESTING.search, _STRING_REST.match
-    while (found := search(text, pos)) is not None:
-        char = found.group()
-        pos = found.end()
-        if char == '"':
-            end = rest(text, pos)
-            if end is None:
-                return  # an unterminated string: the parser rejects it, no deeper than this
-            pos = end.end()
-        elif char in "[{":
-            depth += 1
-            if depth > limit:
-                raise PayloadError(
-                    f"the payload is nested too deeply (more than {limit} levels of arrays "
-                    "and objects)"
-                )
-        else:
-            depth -= 1
+    bare = text.replace("\\\\", "").replace('\\"', "")  # escapes out, then strings
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", bare).translate(_ONE_KIND))
+    too_deep = "[" * (limit + 1)
+    for _ in range(limit + 1):
+        if too_deep in brackets:  # (opened that deep: the parser would recurse so far)
+            raise PayloadError(
+                f"the payload is nested too deeply (more than {limit} levels of arrays and objects)"
+            )
+        inner = brackets.replace("[]", "")
+        if inner == brackets or not inner:
+            return  # all matched within the limit, or malformed (the parser says why)
+        brackets = inner
 
 
 def load_json(payload: bytes) -> Any:

@@ -80,3 +80,29 @@ def test_doxa_collect_logs_the_broker_without_its_password(
     text = log.read_text(errors="replace")
     assert f"MQTT {with_password.replace(SECRET, '***')}" in text
     assert SECRET not in text
+
+
+def test_the_collectors_log_filter_masks_messages_and_tracebacks() -> None:
+    import io
+    import logging
+
+    from doxa.commands.collect import _RedactCredentials
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(_RedactCredentials())
+    logger = logging.getLogger("test.redaction")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("broker %s refused", f"mqtt://meter:{SECRET}@h:1883")
+        try:
+            raise ConnectionError(f"cannot reach postgresql://doxa:{SECRET}@db:5432/doxa")
+        except ConnectionError:
+            logger.exception("database down")
+    finally:
+        logger.removeHandler(handler)
+    text = out.getvalue()
+    assert "broker mqtt://meter:***@h:1883 refused" in text
+    assert "postgresql://doxa:***@db:5432/doxa" in text
+    assert SECRET not in text

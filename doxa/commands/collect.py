@@ -31,6 +31,10 @@ class _RedactCredentials(logging.Filter):
         redacted = redact_text(message)
         if redacted != message:
             record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:  # a traceback may quote a URL too
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
         return True
 
 

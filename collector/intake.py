@@ -51,7 +51,8 @@ class IntakeLimits:
 
 @dataclass(frozen=True)
 class MeterFacts:
-    """What the bounds need of a meter: its model (None for MQTT) and installation time."""
+    """What the bounds need of a meter: its model (None for MQTT) and installation time
+    (``meters.installed_at``: a replacement meter's swap time; None when unknown)."""
 
     model: str | None = None
     installed_at: datetime | None = None

@@ -73,6 +73,12 @@ SELECT * FROM unnest(%b::integer[], %b::timestamptz[]) ORDER BY 1
 ON CONFLICT (meter_id) DO UPDATE SET last_reading_ts = EXCLUDED.last_reading_ts
 WHERE ms.last_reading_ts IS NULL OR ms.last_reading_ts < EXCLUDED.last_reading_ts
 """
+# A meter's installation time is ``meters.installed_at`` (issue 13's migration adds it: a
+# replacement meter's swap time); read through to_jsonb so this works with or without it.
+_RESOLVE = (
+    "SELECT serial, id, model, (to_jsonb(m) ->> 'installed_at')::timestamptz"
+    " FROM meters m WHERE serial = ANY(%s)"
+)
 _COPY_REJECTED = (
     "COPY rejected_messages (received_at, collector_id, source, topic, meter_serial, reason,"
     " payload) FROM STDIN (FORMAT BINARY)"
@@ -246,7 +252,7 @@ class Writer:
         missing = [s for s in set(serials) if s not in ids and "\x00" not in s]
         if missing:
             found = conn.execute(
-                "SELECT serial, id, model, installed_at FROM meters WHERE serial = ANY(%s)",
+                _RESOLVE,
                 (missing,),
             ).fetchall()
             for serial, meter_id, model, installed_at in found:

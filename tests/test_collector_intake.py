@@ -22,6 +22,7 @@ from test_collector_support import (
     LoopThread,
     count,
     import_mqtt_meters,
+    set_installed_at,
     stored,
     test_config,
     wait_for,
@@ -215,7 +216,7 @@ def test_impossible_values_and_times_are_rejected_with_a_reason(
     the meter was installed); Tasmota's three-phase Power sum (finding 5)."""
     import_mqtt_meters(db_url, ["ABS-1", "ABS-2", "tasmota-1"])
     installed = NOW - timedelta(days=30)
-    db.execute("UPDATE meters SET installed_at = %s WHERE serial = 'ABS-2'", (installed,))
+    set_installed_at(db, "ABS-2", installed)
     messages = [
         (topic("ABS-1"), native(NOW - timedelta(minutes=5), 1.7e308)),
         (topic("ABS-1"), native(NOW - timedelta(minutes=4), 1e9 + 1)),

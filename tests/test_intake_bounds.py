@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from flask import Flask
-from test_collector_support import HEADER, import_csv, inventory_line, stored
+from test_collector_support import HEADER, import_csv, inventory_line, set_installed_at, stored
 from test_staff_helpers import add_customer, add_meter, add_readings, app_factory
 
 from collector.intake import IntakeLimits, MeterFacts, RejectionBound, impossible
@@ -84,7 +84,7 @@ def test_the_writer_applies_ratings_horizon_and_installation_time(
         + "\n",
     )
     installed = datetime.now(UTC) - timedelta(days=800)
-    db.execute("UPDATE meters SET installed_at = %s WHERE serial = 'MQ-1'", (installed,))
+    set_installed_at(db, "MQ-1", installed)
     now = datetime.now(UTC).replace(microsecond=0)
     writer = Writer(db_url, "bounds")
     try:
@@ -203,7 +203,7 @@ def test_doxa_backfill_loads_history_beyond_the_horizon_all_or_nothing(
     assert entry == ("cli", "paper records of 2025", 3)
     assert doxa(*args, str(good), env=env).out.strip().endswith("(3 already stored)")
 
-    db.execute("UPDATE meters SET installed_at = %s WHERE serial = 'BF-1'", (old[1],))
+    set_installed_at(db, "BF-1", old[1])
     bad_lines = {
         json.dumps({"ts": (now - timedelta(days=1)).isoformat(), "energy_import_kwh": 1.7e308}): (
             "line 2: energy_import_kwh 1.7e+308 is above the largest register accepted"

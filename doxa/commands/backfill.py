@@ -54,7 +54,9 @@ def command(app: App, serial: str, reason: str, file: Path) -> None:
     url = app.database_url()
     with psycopg.connect(url, autocommit=True) as conn:
         meter = conn.execute(
-            "SELECT model, installed_at FROM meters WHERE serial = %s", (serial,)
+            "SELECT model, (to_jsonb(m) ->> 'installed_at')::timestamptz FROM meters m"
+            " WHERE serial = %s",
+            (serial,),
         ).fetchone()
     if meter is None:
         raise BadInput(f"no meter {serial!r}")

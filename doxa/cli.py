@@ -55,10 +55,9 @@ def _register_commands() -> None:
     )
 
     for module in (db, meters, services, collect, simulate, bills, export, users, web, demo,
-                   notify):  # fmt: skip
+                   notify, backfill):  # fmt: skip
         cli.add_command(module.command)
     cli.add_command(outages.command)
-    cli.add_command(backfill.command)
 
 
 _register_commands()

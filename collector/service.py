@@ -53,7 +53,7 @@ class Collector:
         self.stats = Stats()
         self.started_at = datetime.now(UTC)
         self.spool = Spool(config.spool_dir, config.spool_max_bytes)
-        self.writer = Writer(config.database_url, config.collector_id, limits=config.limits)
+        self.writer = Writer(config.database_url, config.collector_id)
         self.pipeline = Pipeline(
             writer=self.writer,
             spool=self.spool,
@@ -66,6 +66,7 @@ class Collector:
             max_pending_readings=config.max_pending_readings,
         )
         self.store = Store(config.database_url, config.collector_id)
+        self.writer.limits = config.limits  # the intake bounds (collector/intake.py)
         self.health = Health(
             store=self.store,
             stats=self.stats,

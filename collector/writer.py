@@ -150,9 +150,19 @@ class Writer:
         self._ids: dict[str, int] = {}  # meters are never deleted, so ids stay valid
         self._facts: dict[int, MeterFacts] = {}  # model and installation time, per meter id
         self.limits = limits or IntakeLimits()
-        self._bound = RejectionBound(self.limits)
         self._pending_status: dict[int, datetime] = {}  # committed, not yet in meter_status
         self._status_at = float("-inf")
+
+    @property
+    def limits(self) -> IntakeLimits:
+        """The intake bounds applied to every unit (collector/intake.py); setting them starts a
+        new rejection rate window."""
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: IntakeLimits) -> None:
+        self._limits = limits
+        self._bound = RejectionBound(limits)
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:

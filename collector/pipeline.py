@@ -239,10 +239,6 @@ class Pipeline:
                     Unit("mqtt", (), item.topic, item.serial, item.payload, exc.reason, now)
                 )
                 continue
-            except Exception as exc:  # never the batch for one message (issue 20, finding 2)
-                why = f"the payload could not be read ({type(exc).__name__})"
-                units.append(Unit("mqtt", (), item.topic, item.serial, item.payload, why, now))
-                continue
             units.append(Unit("mqtt", readings, item.topic, item.serial, item.payload, None, now))
         if received:
             self.stats.add(mqtt_received=received)

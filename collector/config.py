@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from collector.intake import IntakeLimits
+
 DEFAULT_SUBSCRIPTIONS: tuple[tuple[str, str], ...] = (
     ("doxa/meters/+/reading", "native"),
     ("tele/+/SENSOR", "tasmota"),
@@ -32,7 +34,7 @@ class CollectorConfig:
     spool_max_bytes: int = 512 * 1024 * 1024
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Ho_Chi_Minh"))
     metrics_port: int | None = None
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = "127.0.0.1"  # DOXA_METRICS_HOST: /metrics is unauthenticated
     version: str = "unknown"
     host: str = field(default_factory=socket.gethostname)
     polling: bool = True  # False: MQTT only (benchmarks, MQTT-only sites)
@@ -61,6 +63,10 @@ class CollectorConfig:
     outcome_retention_days: int = 7
     heartbeat_retention_days: int = 30
     retention_interval: float = 3600.0
+    rejected_retention_days: int = 14  # rejected_messages rows older than this are deleted
+    # What no meter can send (collector/intake.py): register, power and time bounds, and how many
+    # rejections are stored per topic prefix and minute.
+    limits: IntakeLimits = field(default_factory=IntakeLimits)
     # Graceful stop: how long an in-flight poll may take to finish.
     stop_grace: float = 5.0
 

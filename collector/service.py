@@ -32,6 +32,7 @@ from collector.polling import Polling
 from collector.spool import Spool, SpoolLocked
 from collector.store import Store
 from collector.writer import Writer
+from protocols.broker_url import redact_url
 from protocols.modbus import ModelCatalog
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Collector:
             max_pending_readings=config.max_pending_readings,
         )
         self.store = Store(config.database_url, config.collector_id)
+        self.writer.limits = config.limits  # the intake bounds (collector/intake.py)
         self.health = Health(
             store=self.store,
             stats=self.stats,
@@ -163,7 +165,7 @@ class Collector:
         log.info(
             "collector %s started (MQTT %s, polling %s, spool %s)",
             config.collector_id,
-            config.mqtt_url or "off",
+            redact_url(config.mqtt_url) if config.mqtt_url else "off",
             f"every {config.poll_interval:g} s" if config.polling else "off",
             config.spool_dir,
         )
@@ -215,6 +217,21 @@ class Collector:
             return
         if dropped:
             log.info("dropped %d old chunk(s) of poll outcomes and heartbeats", dropped)
+        try:
+            deleted = await self._in_db_thread(
+                lambda: self.store.delete_old_rejections(
+                    config.rejected_retention_days, datetime.now(UTC)
+                )
+            )
+        except psycopg.Error as exc:
+            log.warning("old rejected messages not deleted (%s); will retry", type(exc).__name__)
+            return
+        if deleted:
+            log.info(
+                "deleted %d rejected message(s) older than %d days",
+                deleted,
+                config.rejected_retention_days,
+            )
 
     # -- stop -------------------------------------------------------------------------------------
 

@@ -228,3 +228,25 @@ class Store:
             return dropped
 
         return self._run(q)
+
+    def delete_old_rejections(self, days: int, now: datetime, batch: int = 10_000) -> int:
+        """Delete rejected messages received more than ``days`` before ``now``, oldest first, in
+        transactions of at most ``batch`` rows (several collectors may run it at once: each
+        skips rows another one holds); returns how many were deleted."""
+
+        def q(conn: psycopg.Connection) -> int:
+            cur = conn.execute(
+                "DELETE FROM rejected_messages WHERE id IN ("
+                " SELECT id FROM rejected_messages"
+                " WHERE received_at < %s::timestamptz - make_interval(days => %s)"
+                " ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED)",
+                (now, days, batch),
+            )
+            return max(cur.rowcount, 0)
+
+        deleted = 0
+        while True:
+            count = self._run(q)
+            deleted += count
+            if count < batch:
+                return deleted

@@ -162,7 +162,7 @@ def _parse_row(
         gateway = _gateway_options(get)
     elif protocol == "mqtt":
         for column in ("host", "port", "unit_id", *GATEWAY_COLUMNS):
-            if get[column]:
+            if get.get(column):
                 raise _RowProblem(column, "applies only to modbus meters; leave it empty for mqtt")
         model = get["model"].lower() or None
     else:

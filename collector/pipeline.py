@@ -120,6 +120,9 @@ class Pipeline:
         self._failures = 0  # flusher failures in a row (not outages: those spool)
         self._writer_failing = False  # the writer raised something other than an outage
         self._writer_failures = 0  # such failures in a row
+        # A test hook: called with each batch the flusher took, before it is built; an exception
+        # from it is a flusher failure (the batch goes back to the head of the inbox).
+        self.fault_hook: Callable[[list[_Message | Reading]], None] | None = None
 
     # -- intake (any thread) -------------------------------------------------------------------
 
@@ -336,6 +339,8 @@ class Pipeline:
         return units, tokens
 
     def _deliver(self, batch: list[_Message | Reading]) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(batch)
         units, tokens = self._build(batch)
         while True:
             try:

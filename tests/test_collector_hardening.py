@@ -274,3 +274,47 @@ def test_a_spool_on_a_full_disk_stops_acknowledging_and_loses_nothing_once_space
     assert list((small_disk / "spool").glob("*.corrupt")) == []
     with psycopg.connect(url, autocommit=True) as db:
         assert stored(db) == expected
+
+
+def metrics(port: int) -> dict[str, float]:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def test_database_up_tells_the_truth_from_start_up(
+    loop: LoopThread, private_pg: EmbeddedPostgres, mqtt_url: str, tmp_path: Path
+) -> None:
+    url = private_pg.url()
+    mqtt = MqttFleet(mqtt_url, meters=3, seed=35, formats=("native",), interval=60)
+    import_csv(url, mqtt.inventory_csv())
+    private_pg.stop()
+    config = test_config(
+        url,
+        tmp_path,
+        collector_id=f"u-{uuid.uuid4().hex[:8]}",
+        mqtt_url=mqtt_url,
+        polling=False,
+        metrics_port=0,
+    )
+    with InProcessCollector(loop, config) as collector, mqtt:
+        assert collector.metrics_port is not None
+        before = metrics(collector.metrics_port)
+        assert before["doxa_collector_database_up"] == 0  # started with the database down
+        assert before["doxa_collector_batches_requeued_total"] == 0
+        assert before["doxa_collector_spool_write_errors_total"] == 0
+        private_pg.start()
+        assert collector.mqtt is not None and collector.mqtt.connected.wait(15)
+        mqtt.publish_round(mqtt.now().replace(second=0) - timedelta(hours=1))
+        assert mqtt.flush()
+        with psycopg.connect(url, autocommit=True) as db:
+            wait_for(lambda: count(db, "SELECT count(*) FROM readings") == 3, what="stored")
+        wait_for(
+            lambda: metrics(collector.metrics_port or 0)["doxa_collector_database_up"] == 1,
+            what="database_up 1 once a write went through",
+        )

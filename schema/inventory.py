@@ -341,23 +341,23 @@ def _check_gateways(conn: psycopg.Connection, modbus: list[InventoryRow]) -> lis
     first: dict[str, InventoryRow] = {}
     for row in modbus:
         first.setdefault(row.gateway_key, row)
-    problems = []
+    problems: list[str] = []
     for host, port, serial, framing, delay, timeout in conn.execute(
         "SELECT host, port, serial, framing, request_delay_ms, timeout_ms FROM meters"
         " WHERE protocol = 'modbus' AND active AND host = ANY(%s) AND NOT serial = ANY(%s)",
-        (sorted({r.host for r in modbus}), sorted(named)),
+        (sorted({r.host or "" for r in modbus}), sorted(named)),
     ):
-        row = first.get(f"{host}:{port}")
-        if row is None:
+        mine = first.get(f"{host}:{port}")
+        if mine is None:
             continue
         stored = GatewayOptions(framing, delay, timeout)
-        if row.gateway != stored:
+        if (mine.gateway or GatewayOptions()) != stored:
             problems.append(
-                f"line {row.line}: gateway {row.gateway_key} has other options than its stored "
-                f"meter {serial} ({_describe(row)} here, {stored.describe()} stored); the meters "
+                f"line {mine.line}: gateway {mine.gateway_key} has other options than its stored "
+                f"meter {serial} ({_describe(mine)} here, {stored.describe()} stored); the meters "
                 "of one gateway must agree"
             )
-            first.pop(row.gateway_key)  # one problem per gateway
+            first.pop(mine.gateway_key)  # one problem per gateway
     return problems
 
 

@@ -101,12 +101,14 @@ class GatewayPoller:
         self._failures: dict[int, int] = {}  # failed polls in a row, any reason
         self._reachable = True
         self._last_answer = float("-inf")  # loop time the previous request ended
+        self._stale = False  # the options changed: reconnect at the next cycle
 
     def reconfigure(self, options: GatewayOptions) -> None:
-        """New gateway options (re-imported inventory): used from the next connection."""
+        """New gateway options (re-imported inventory): the next cycle reconnects with them (a
+        cycle in flight finishes on its connection)."""
         self.options = options
         self.timeout = options.timeout
-        self.close()
+        self._stale = True
 
     def set_targets(self, targets: Sequence[MeterTarget]) -> None:
         self.targets = tuple(sorted(targets, key=lambda t: t.unit_id))
@@ -220,9 +222,10 @@ class GatewayPoller:
 
     async def _ensure_connected(self) -> str | None:
         """Connect if needed; None when connected, else why not (logged on transitions)."""
-        if self._client is not None and self._client.connected:
+        if self._client is not None and self._client.connected and not self._stale:
             return None
         self.close()
+        self._stale = False
         client = AsyncModbusTcpClient(
             self.host,
             port=self.port,

@@ -71,6 +71,10 @@ class Polling:
     def gateways(self) -> dict[str, tuple[MeterTarget, ...]]:
         return {key: p.targets for key, p in self._pollers.items()}
 
+    @property
+    def gateway_options(self) -> dict[str, GatewayOptions]:
+        return {key: p.options for key, p in self._pollers.items()}
+
     # -- inventory -------------------------------------------------------------------------------
 
     def apply_inventory(self, meters: list[ModbusMeter]) -> None:

@@ -160,3 +160,36 @@ def test_meters_of_one_gateway_must_agree_on_its_options(db_url: str) -> None:
         assert conn.execute("SELECT DISTINCT framing, request_delay_ms FROM meters").fetchall() == [
             ("tcp", 5)
         ]
+
+
+def test_gateway_options_follow_a_reimport_without_a_restart(
+    loop: LoopThread, db_url: str, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    fleet = ModbusFleet(meters=2, gateways=1, seed=42, framing="rtu-over-tcp", request_gap=GAP)
+    loop.run(fleet.start())
+
+    def ignored(start: int) -> int:
+        return sum(1 for t in fleet.requests(0)[start:] if t.answered is None)
+
+    try:
+        csv_text = fleet.inventory_csv()
+        import_csv(db_url, csv_text.replace("rtu-over-tcp,20", "rtu-over-tcp,0"))
+        config = test_config(db_url, tmp_path, modbus_timeout=0.2)
+        with InProcessCollector(loop, config) as collector:
+            # Without the pause, requests are ignored (pymodbus' retry, later, gets an answer).
+            wait_for(lambda: ignored(0) >= 2, what="requests ignored by the gateway")
+            import_csv(db_url, csv_text)  # the gateway's real request_delay_ms
+            assert collector.polling is not None
+            key = fleet.gateways[0].address
+            wait_for(
+                lambda: (
+                    collector.polling is not None
+                    and collector.polling.gateway_options[key].request_delay == GAP
+                ),
+                what="the collector following the new inventory",
+            )
+            mark = len(fleet.requests(0))
+            wait_for(lambda: len(fleet.requests(0)) >= mark + 12, what="more polls")
+            assert ignored(mark) == 0
+    finally:
+        loop.run(fleet.stop())

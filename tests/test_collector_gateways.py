@@ -193,3 +193,23 @@ def test_gateway_options_follow_a_reimport_without_a_restart(
             assert ignored(mark) == 0
     finally:
         loop.run(fleet.stop())
+
+
+def test_the_simulate_command_serves_rtu_over_tcp_and_writes_the_gateway_columns(
+    doxa, db_url: str, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    inventory = tmp_path / "rtu.csv"
+    result = doxa(
+        "simulate", "modbus", "--meters", "3", "--framing", "rtu-over-tcp",
+        "--request-gap-ms", "20", "--inventory-out", str(inventory), "--duration", "0",
+        env={"DOXA_DATABASE_URL": db_url},
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    header = inventory.read_text().splitlines()[0]
+    assert header.endswith(",multiplier,framing,request_delay_ms")
+    assert doxa("meters", "import", str(inventory), env={"DOXA_DATABASE_URL": db_url}).code == 0
+    assert db.execute(
+        "SELECT framing, request_delay_ms, count(*) FROM meters GROUP BY 1, 2"
+    ).fetchall() == [("rtu-over-tcp", 20, 3)]
+    bad = doxa("simulate", "modbus", "--meters", "1", "--framing", "rtu", "--duration", "0")
+    assert bad.code == 2 and "rtu" in bad.err and "Traceback" not in bad.err

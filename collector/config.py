@@ -32,6 +32,7 @@ class CollectorConfig:
     share_group: str = ""
     poll_interval: float = 60.0
     spool_max_bytes: int = 512 * 1024 * 1024
+    spool_segment_bytes: int = 16 * 1024 * 1024  # a new segment file is started past this
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Ho_Chi_Minh"))
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"  # DOXA_METRICS_HOST: /metrics is unauthenticated
@@ -50,6 +51,11 @@ class CollectorConfig:
     db_retry_interval: float = 2.0
     # Modbus readings waiting in memory beyond this (database and spool both refusing) are dropped.
     max_pending_readings: int = 200_000
+    # The flusher gives up (the collector exits 1) when the same failure repeats this many times in
+    # a row: the writer failing with anything but an outage, or the flusher itself failing.
+    fatal_after: int = 20
+    # paho's reconnect back-off: from this many seconds, doubling up to 30 s.
+    mqtt_reconnect_min_delay: float = 1.0
     heartbeat_interval: float = 5.0
     inventory_interval: float = 5.0
     # Modbus: per-request timeout, retries of a request that timed out, concurrent gateways.

@@ -34,6 +34,10 @@ class ModbusMeter:
     host: str
     port: int
     unit_id: int
+    # Its gateway's options (contract §11b; the import keeps them equal per host:port).
+    framing: str = "tcp"
+    request_delay_ms: int = 0
+    timeout_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,8 @@ class Store:
     def modbus_meters(self) -> list[ModbusMeter]:
         def q(conn: psycopg.Connection) -> list[ModbusMeter]:
             rows = conn.execute(
-                "SELECT id, serial, model, host, port, unit_id FROM meters"
+                "SELECT id, serial, model, host, port, unit_id, framing, request_delay_ms,"
+                " timeout_ms FROM meters"
                 " WHERE protocol = 'modbus' AND active"
                 " AND (collector_id IS NULL OR collector_id = %s)"
                 " ORDER BY host, port, unit_id",

@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -152,6 +152,9 @@ class Writer:
         self.limits = limits or IntakeLimits()
         self._pending_status: dict[int, datetime] = {}  # committed, not yet in meter_status
         self._status_at = float("-inf")
+        # A test hook: called inside each batch's transaction after its readings went in; an
+        # exception from it rolls the batch back and reaches the pipeline as a writer failure.
+        self.fault_hook: Callable[[Sequence[Unit]], None] | None = None
 
     @property
     def limits(self) -> IntakeLimits:
@@ -331,6 +334,8 @@ class Writer:
                 result.newest = newest
             if rejected:
                 self._record_rejections(cur, rejected)
+        if self.fault_hook is not None:
+            self.fault_hook(units)
         result.duplicates = duplicates
         result.rejected = [(u.source, reason) for u, reason in rejected]
         return result

@@ -39,6 +39,7 @@ def cli(ctx: click.Context) -> None:
 
 def _register_commands() -> None:
     from doxa.commands import (
+        backfill,
         bills,
         collect,
         customers,
@@ -55,7 +56,7 @@ def _register_commands() -> None:
     )
 
     for module in (db, meters, services, collect, simulate, bills, export, users, web, demo,
-                   notify):  # fmt: skip
+                   notify, backfill):  # fmt: skip
         cli.add_command(module.command)
     cli.add_command(outages.command)
     cli.add_command(customers.command)

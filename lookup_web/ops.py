@@ -302,10 +302,12 @@ def stale_meters(
 
 
 def rejected_messages(conn: psycopg.Connection, limit: int) -> list[RejectedMessage]:
+    """The newest ``limit`` rejections, their text cut (topic 120, reason 300 and payload 160
+    characters) so the page stays small whatever was sent (issue 20)."""
     rows = conn.execute(
         """
-        SELECT received_at, collector_id, source, topic, meter_serial, reason,
-               coalesce(encode(substring(payload FROM 1 FOR 160), 'escape'), '')
+        SELECT received_at, collector_id, source, left(topic, 120), left(meter_serial, 64),
+               left(reason, 300), coalesce(encode(substring(payload FROM 1 FOR 160), 'escape'), '')
         FROM rejected_messages
         ORDER BY received_at DESC, id DESC
         LIMIT %s""",

@@ -42,7 +42,7 @@ MAX_NAME = 200
 CLOCK_SLACK = timedelta(minutes=10)
 _METER_COLUMNS = (
     "id, serial, customer_id, protocol, model, host, port, unit_id, multiplier, collector_id,"
-    " households, active, retired_at"
+    " households, framing, request_delay_ms, timeout_ms, active, retired_at"
 )
 
 
@@ -149,14 +149,16 @@ def replace_meter(
                 (at, now, old["id"]),
             )
             new = {k: old[k] for k in ("protocol", "model", "host", "port", "unit_id",
-                                        "multiplier", "collector_id", "households")}  # fmt: skip
+                                        "multiplier", "collector_id", "households", "framing",
+                                        "request_delay_ms", "timeout_ms")}  # fmt: skip
             new.update({k: v for k, v in (fields or {}).items() if v is not None})
             try:
                 with conn.transaction():
                     row = conn.execute(
                         "INSERT INTO meters (serial, customer_id, protocol, model, host, port,"
-                        " unit_id, multiplier, collector_id, households, replaces_meter_id,"
-                        " installed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                        " unit_id, multiplier, collector_id, households, framing,"
+                        " request_delay_ms, timeout_ms, replaces_meter_id, installed_at)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                         " RETURNING id",
                         (new_serial, old["customer_id"], *new.values(), old["id"], at),
                     ).fetchone()

@@ -32,6 +32,9 @@ def test_billing_staff_replace_decommission_and_transfer_through_the_site(
     customer = add_customer(db, "PB0101000301", name="Nguyễn Văn A")
     add_meter(db, customer, "SW-OLD", unit_id=7)
     add_meter(db, customer, "SW-GONE", unit_id=8)
+    db.execute(
+        "UPDATE meters SET framing = 'rtu-over-tcp', request_delay_ms = 20 WHERE serial = 'SW-OLD'"
+    )
     add_staff(db, "lan", "billing")
     client = signed_in_client(make_app(), "lan")
     page = client.get("/staff/meters").get_data(as_text=True)
@@ -44,10 +47,11 @@ def test_billing_staff_replace_decommission_and_transfer_through_the_site(
         "at": "2025-08-20T12:00", "old_final_kwh": "1080,5", "new_start_kwh": "0",
         "note": "WO-9"}, follow_redirects=True)  # fmt: skip
     assert "Công tơ SW-OLD đã được thay bằng SW-NEW." in replaced.get_data(as_text=True)
-    # Same gateway and unit id as the old one, which no longer holds the address.
+    # Same gateway, unit id and gateway options as the old one, which no longer holds the address.
     assert db.execute(
-        "SELECT host, port, unit_id, installed_at IS NOT NULL FROM meters WHERE serial = 'SW-NEW'"
-    ).fetchone() == ("10.0.0.1", 502, 7, True)
+        "SELECT host, port, unit_id, framing, request_delay_ms, installed_at IS NOT NULL"
+        " FROM meters WHERE serial = 'SW-NEW'"
+    ).fetchone() == ("10.0.0.1", 502, 7, "rtu-over-tcp", 20, True)
     assert db.execute("SELECT old_final_kwh, new_start_kwh, note FROM meter_resets").fetchone() == (
         1080.5,
         0.0,

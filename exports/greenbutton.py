@@ -43,7 +43,7 @@ from doxa.errors import ExportError
 from metering.calendar import local_midnight
 from metering.register import Point, Register
 from metering.usage import use_between
-from schema.register_inputs import registers
+from schema.register_inputs import register_of_readings
 
 ATOM = "http://www.w3.org/2005/Atom"
 ESPI = "http://naesb.org/espi"
@@ -141,7 +141,7 @@ def fetch(
                 (meter_id, start, end),
             )
         ]
-        register = registers(conn, {meter_id: [p.ts for p in points]}, {meter_id: serial})[meter_id]
+        register = register_of_readings(conn, meter_id, points, serial)
         out.append(
             MeterData(
                 code,

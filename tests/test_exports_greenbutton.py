@@ -333,3 +333,34 @@ def test_customer_downloads_green_button_in_chromium(
         assert external_requests == []
     finally:
         close(app)
+
+
+def test_a_meter_replacement_is_counted_as_the_bill_counts_it(
+    db: psycopg.Connection, db_url: str, doxa: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A replacement recorded at 12:02 between readings of 12:00 (old register 499.600, its
+    final value 499.700) and 12:05 (new register 0.300): the interval holds the old register's
+    last 0.100 kWh and the new one's first 0.300 kWh — the metering rule's, not a difference of
+    registers."""
+    _, meter = add_customer(db, "PB01010000007", "SN-SWAP", multiplier=2)
+    day = datetime(2025, 6, 12, tzinfo=ZONE)
+    rows = [
+        (day + timedelta(hours=11, minutes=5 * k), 499.0 + 0.05 * k, "actual") for k in range(13)
+    ]
+    rows += [
+        (day + timedelta(hours=12, minutes=5), 0.3, "actual"),
+        (day + timedelta(hours=12, minutes=10), 0.5, "actual"),
+    ]
+    add_readings(db, meter, rows)
+    db.execute(
+        "INSERT INTO meter_resets (meter_id, ts, old_final_kwh, new_start_kwh) VALUES (%s, %s, 499.7, 0)",
+        (meter, day + timedelta(hours=12, minutes=2)),
+    )
+    out = tmp_path / "swap.xml"
+    result = doxa("export", "greenbutton", "--meter", "SN-SWAP", "--from", "2025-06-12", "--to", "2025-06-12",
+                  "--out", out, env={"DOXA_DATABASE_URL": db_url})  # fmt: skip
+    assert result.code == 0, result.err
+    got = values(parse(out.read_bytes()))
+    across = [g for g in got if g[0] == int((day + timedelta(hours=12)).timestamp())]
+    assert [g[2] for g in across] == [(100 + 300) * 2]  # Wh, × the multiplier
+    assert sum(g[2] for g in got) == (12 * 50 + 100 + 300 + 200) * 2

@@ -206,6 +206,12 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
     ),
     Setting(
+        "DOXA_SCHEDULER_SKIP",
+        "",
+        "scheduler jobs to leave out, comma-separated (doxa scheduler --list names them)",
+        lambda text: tuple(sorted({n.strip() for n in text.split(",") if n.strip()})),
+    ),
+    Setting(
         "DOXA_MODBUS_MODELS",
         None,
         "TOML file of extra Modbus meter models, e.g. the [generic] register map",

@@ -80,11 +80,21 @@ class Runner:
     def run_due(self, now: datetime | None = None) -> dict[str, str | None]:
         """Run every job whose latest instant is not done yet (one after the other)."""
         now = now if now is not None else self.clock()
-        return {job.name: self.run(job, job.schedule.latest(now)) for job in self.jobs}
+        return {job.name: self._attempt(job, job.schedule.latest(now)) for job in self.jobs}
 
     def fire(self, job: Job) -> str | None:
         """What APScheduler calls: the run owed for the latest instant at the clock's now."""
-        return self.run(job, job.schedule.latest(self.clock()))
+        return self._attempt(job, job.schedule.latest(self.clock()))
+
+    def _attempt(self, job: Job, scheduled_for: datetime) -> str | None:
+        """:meth:`run`, with the database away waited out: one line logged, the sweep tries
+        again (a run cut off by it is ``interrupted`` then)."""
+        try:
+            return self.run(job, scheduled_for)
+        except psycopg.OperationalError as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("job %s: database unavailable (%s); trying again later", job.name, first)
+            return None
 
     def run(self, job: Job, scheduled_for: datetime) -> str | None:
         """Run ``job`` for ``scheduled_for`` unless done or running elsewhere; the outcome, or

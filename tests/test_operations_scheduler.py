@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -287,3 +288,25 @@ def test_every_run_is_shown_on_ops(db: psycopg.Connection, db_url: str) -> None:
         assert "bills 7" in page
         assert 'data-job="broken" data-outcome="failed"' in page
         assert "ZeroDivisionError: integer division or modulo by zero" in page
+
+
+def test_scheduler_list_skip_and_bad_settings(doxa: Callable[..., Any]) -> None:
+    listed = doxa("scheduler", "--list", env={"DOXA_SCHEDULER_DAILY_AT": "01:15"})
+    assert listed.code == 0
+    assert listed.out.splitlines() == [
+        "bills\tdaily at 01:45 Asia/Ho_Chi_Minh",
+        "outage_notices\tevery 60 s",
+        "usage_alerts\tevery 900 s",
+        "notices\tevery 60 s",
+        "prune_job_runs\tdaily at 01:15 Asia/Ho_Chi_Minh",
+    ]
+    skipped = doxa("scheduler", "--list", env={"DOXA_SCHEDULER_SKIP": "notices, bills"})
+    assert [line.split("\t")[0] for line in skipped.out.splitlines()] == [
+        "outage_notices", "usage_alerts", "prune_job_runs"
+    ]  # fmt: skip
+    for env, message in (
+        ({"DOXA_SCHEDULER_SKIP": "nope"}, "DOXA_SCHEDULER_SKIP: no job named 'nope'"),
+        ({"DOXA_SCHEDULER_DAILY_AT": "25:00"}, "DOXA_SCHEDULER_DAILY_AT: expected HH:MM"),
+    ):
+        bad = doxa("scheduler", "--list", env=env)
+        assert bad.code == 2 and message in bad.err and len(bad.err.splitlines()) == 1

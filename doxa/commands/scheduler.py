@@ -10,6 +10,7 @@ import click
 
 from doxa.app import App
 from doxa.commands.notify import channels
+from doxa.errors import BadInput
 
 
 @click.command("scheduler")
@@ -41,6 +42,11 @@ def command(app: App, list_jobs: bool, sweep_every: float) -> None:
         notices_every=settings.scheduler_notices_every,
     )
     jobs = registry(ctx)
+    skip = set(settings.scheduler_skip or ())
+    unknown = skip - {job.name for job in jobs}
+    if unknown:
+        raise BadInput(f"DOXA_SCHEDULER_SKIP: no job named {sorted(unknown)[0]!r}")
+    jobs = tuple(job for job in jobs if job.name not in skip)
     if list_jobs:
         for job in jobs:
             click.echo(f"{job.name}\t{job.schedule}")

@@ -310,3 +310,34 @@ def test_scheduler_list_skip_and_bad_settings(doxa: Callable[..., Any]) -> None:
     ):
         bad = doxa("scheduler", "--list", env=env)
         assert bad.code == 2 and message in bad.err and len(bad.err.splitlines()) == 1
+
+
+@pytest.mark.db
+def test_bills_of_one_reading_day_leave_the_others_alone(db: psycopg.Connection) -> None:
+    from billing.run import run_bills
+
+    ensure_tariffs(db)
+    _, six = add_customer(db, "PB01010000001", "SN-6", reading_day=6)
+    _, five = add_customer(db, "PB01010000002", "SN-5", reading_day=5)
+    start = datetime(2025, 5, 20, tzinfo=ZONE)
+    add_readings(
+        db,
+        six,
+        steady_readings(start, datetime(2025, 7, 7, tzinfo=ZONE), timedelta(hours=1), 10.0, 0.5),
+    )
+    add_readings(
+        db,
+        five,
+        steady_readings(start, datetime(2025, 7, 1, tzinfo=ZONE), timedelta(hours=1), 10.0, 0.5),
+    )
+    period = Period(2025, 7)
+    five_report = run_bills(db, period, ZONE, reading_days={5})
+    assert [s.meter_serial for s in five_report.skipped] == ["SN-5"]  # no reading after 5 July
+    six_report = run_bills(db, period, ZONE, reading_days={6})
+    assert (six_report.written, six_report.skipped) == (1, [])
+    assert db.execute(
+        "SELECT m.serial FROM bill_skips s JOIN meters m ON m.id = s.meter_id"
+    ).fetchall() == [("SN-5",)]
+    assert db.execute(
+        "SELECT m.serial FROM bills b JOIN meters m ON m.id = b.meter_id"
+    ).fetchall() == [("SN-6",)]

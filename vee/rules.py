@@ -43,6 +43,8 @@ class Thresholds:
     zero_use_tolerance_kwh: float = 0.001
     future_tolerance_s: float = 600.0
     multiplier_window_s: float = 300.0
+    estimate_linear_max_s: float = 3600.0
+    estimate_profile_weeks: float = 3.0
 
     @classmethod
     def from_rows(cls, rows: Mapping[str, float]) -> Thresholds:

@@ -54,7 +54,11 @@ INSERT INTO validation_thresholds (name, value, unit, description) VALUES
     ('future_tolerance_s', 600, 's',
      'a reading time this far after its arrival (or the run''s clock) is in the future'),
     ('multiplier_window_s', 300, 's',
-     'a multiplier change needs a reading at most this far from it');
+     'a multiplier change needs a reading at most this far from it'),
+    ('estimate_linear_max_s', 3600, 's',
+     'gaps up to this long are estimated linearly (IESO practice: an hour); longer ones from the profile'),
+    ('estimate_profile_weeks', 3, 'weeks',
+     'the profile of a long gap: the same weekday and time of this many previous weeks');
 
 -- The physical maximum of a meter: the rated maximum current × nominal voltage × phases. The
 -- 'default' row stands for any model not listed (MQTT meters name none).

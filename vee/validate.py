@@ -47,6 +47,7 @@ from vee.rules import RULES, VALIDATION_ACTOR, Thresholds
 
 # pg_advisory_xact_lock key: two validation runs take turns.
 _LOCK = int.from_bytes(b"vee", "big") << 16
+WORK_MEM = "256MB"
 
 
 @dataclass
@@ -89,6 +90,9 @@ def _params(
         "roll_tol": t.rollback_tolerance_kwh,
         "spike_factor": 1 + t.spike_tolerance_pct / 100,
         "future_s": t.future_tolerance_s,
+        "future_iv": timedelta(seconds=t.future_tolerance_s),
+        "future_at": now + timedelta(seconds=t.future_tolerance_s),
+        "gap_iv": timedelta(seconds=t.gap_s),
         "weeks": int(t.history_weeks),
         "min_days": int(t.history_min_days),
         "high": 1 + t.high_use_pct / 100,
@@ -105,7 +109,8 @@ def _params(
 _LIMITS = """
     SELECT m.id AS meter_id, coalesce(m.model, 'default') AS model,
            l.max_current_a, l.voltage_v, l.phases,
-           l.max_current_a * l.voltage_v * l.phases / 1000.0 AS max_kw
+           l.max_current_a * l.voltage_v * l.phases / 1000.0 AS max_kw,
+           l.max_current_a * l.voltage_v * l.phases / 3.6e6 * %(spike_factor)s AS max_kwh_per_s
       FROM meters m
       JOIN meter_model_limits l
         ON l.model = coalesce((SELECT model FROM meter_model_limits WHERE model = m.model),
@@ -124,32 +129,32 @@ r AS (
 ),
 f AS (
     SELECT r.*, (r.ts - interval '1 microsecond')::date AS day,
-           extract(epoch FROM r.ts - r.pts) AS secs,
+           date_part('epoch', r.ts - r.pts) AS secs,
            r.kwh < r.pkwh - %(roll_tol)s AS is_drop,
-           r.kwh - r.pkwh > lim.max_kw * extract(epoch FROM r.ts - r.pts) / 3600.0
-                            * %(spike_factor)s AS is_spike,
-           extract(epoch FROM r.ts - r.pts) > %(gap_s)s AS is_gap,
-           (extract(epoch FROM r.ts - r.received_at) > %(future_s)s
-            OR r.ts > %(now)s + make_interval(secs => %(future_s)s)) AS is_future
+           r.kwh - r.pkwh > lim.max_kwh_per_s * date_part('epoch', r.ts - r.pts) AS is_spike,
+           r.ts - r.pts > %(gap_iv)s::interval AS is_gap,
+           (r.ts > r.received_at + %(future_iv)s::interval OR r.ts > %(future_at)s) AS is_future
       FROM r JOIN lim ON lim.meter_id = r.meter_id
      WHERE r.ts > %(start)s
+),
+g AS (
+    SELECT f.*, (is_drop OR is_spike OR is_gap) AS broken,
+           coalesce(is_drop OR is_spike OR is_gap OR is_future, is_future) AS flagged
+      FROM f
 )
 SELECT meter_id, day,
-       coalesce(sum(greatest(kwh - pkwh, 0))
-                FILTER (WHERE pts IS NOT NULL AND NOT (is_drop OR is_spike OR is_gap)), 0)
-           AS use_kwh,
-       coalesce(sum(secs) FILTER (WHERE pts IS NOT NULL AND NOT (is_drop OR is_spike OR is_gap)),
-                0) / 3600.0 AS hours,
+       coalesce(sum(greatest(kwh - pkwh, 0)) FILTER (WHERE NOT broken), 0) AS use_kwh,
+       coalesce(sum(secs) FILTER (WHERE NOT broken), 0) / 3600.0 AS hours,
        min(ts) AS first_ts, max(ts) AS last_ts,
-       (array_agg(kwh ORDER BY ts DESC))[1] AS last_kwh,
+       max(kwh) AS last_kwh,  -- the register at the day's end, but after a fall (only read on
+                              -- days of no use, where every reading is the same)
        count(*) AS readings,
-       array_agg(ts) FILTER (WHERE is_drop OR is_spike OR is_gap OR is_future) AS f_ts,
-       array_agg(kwh) FILTER (WHERE is_drop OR is_spike OR is_gap OR is_future) AS f_kwh,
-       array_agg(pts) FILTER (WHERE is_drop OR is_spike OR is_gap OR is_future) AS f_pts,
-       array_agg(pkwh) FILTER (WHERE is_drop OR is_spike OR is_gap OR is_future) AS f_pkwh,
-       array_agg(received_at) FILTER (WHERE is_drop OR is_spike OR is_gap OR is_future)
-           AS f_recv
-  FROM f
+       array_agg(ts) FILTER (WHERE flagged) AS f_ts,
+       array_agg(kwh) FILTER (WHERE flagged) AS f_kwh,
+       array_agg(pts) FILTER (WHERE flagged) AS f_pts,
+       array_agg(pkwh) FILTER (WHERE flagged) AS f_pkwh,
+       array_agg(received_at) FILTER (WHERE flagged) AS f_recv
+  FROM g
  GROUP BY meter_id, day"""
 
 _STORE_DAYS = (
@@ -367,15 +372,17 @@ def _fill_history(
     row = conn.execute(
         """
         SELECT min(d)::date FROM generate_series(%s::date, %s::date - 1, '1 day') AS g(d)
-         WHERE NOT EXISTS (SELECT 1 FROM reading_daily_use u WHERE u.day = g.d::date)
-           AND EXISTS (SELECT 1 FROM readings r
-                        WHERE r.ts >= g.d::date::timestamptz
-                          AND r.ts < (g.d::date + 1)::timestamptz)""",
+         WHERE NOT EXISTS (SELECT 1 FROM reading_daily_use u WHERE u.day = g.d::date)""",
         (first, date_from),
     ).fetchone()
     missing = row[0] if row else None
-    if missing is not None:
-        start, end = local_midnight(missing, zone), local_midnight(date_from, zone)
+    if missing is None:
+        return
+    start, end = local_midnight(missing, zone), local_midnight(date_from, zone)
+    found = conn.execute(
+        "SELECT 1 FROM readings WHERE ts >= %s AND ts < %s LIMIT 1", (start, end)
+    ).fetchone()
+    if found:
         _days(conn, _params(t, start, end, now, zone), store_only=True)
 
 
@@ -396,6 +403,8 @@ def validate_range(
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
         conn.execute("SELECT set_config('TimeZone', %s, true)", (zone.key,))
+        # The scan's sort: in memory rather than in temporary files.
+        conn.execute("SELECT set_config('work_mem', %s, true)", (WORK_MEM,))
         t = load_thresholds(conn)
         _fill_history(conn, t, date_from, zone, now)
         start = local_midnight(date_from, zone)

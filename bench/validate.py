@@ -74,7 +74,8 @@ def load(url: str, meters: int, days: int) -> int:
                                        %(day)s::timestamptz + interval '1 day' - interval '30 min',
                                        interval '30 minutes') t
                  CROSS JOIN LATERAL (SELECT id FROM meters) m
-                 WHERE NOT (m.id %% 700 = 0 AND t > %(mid)s AND t < %(mid)s + interval '6 hours')""",
+                 WHERE NOT (m.id %% 700 = 0 AND t > %(mid)s
+                            AND t < %(mid)s + interval '6 hours')""",
                 {"start": start, "mid": start + timedelta(days=days / 2), "day": day},
             )
             day += timedelta(days=1)

@@ -444,7 +444,7 @@ class ModbusFleet:
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         fault = rt.fault
-        if fault.timeout:
+        if fault.timeout or rt.load.silent(self.clock.now()):  # a gap: no answer
             gw.drop_next = True
             return None
         if fault.exception is not None:

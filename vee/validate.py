@@ -357,11 +357,9 @@ UPDATE reading_exceptions e
 def _days(conn: psycopg.Connection[Any], params: dict[str, Any], store_only: bool = False) -> None:
     """Scan the range into ``vee_day`` and store its days in ``reading_daily_use``.
 
-    The scan reads each chunk through its ``(meter_id, ts)`` index, already in the window's
-    order, rather than sorting the whole range: sorts are discouraged for that one statement."""
-    conn.execute("SELECT set_config('enable_sort', 'off', true)")
+    The range is read in one pass and sorted in memory (``WORK_MEM``): reading each chunk
+    through its ``(meter_id, ts)`` index instead was 2.6× slower over 30 days (bench.validate)."""
     conn.execute(_SCAN, params)
-    conn.execute("SELECT set_config('enable_sort', 'on', true)")
     for statement in _STORE_DAYS:
         conn.execute(statement, params)
     if store_only:

@@ -48,6 +48,7 @@ def _register_commands() -> None:
         meters,
         notify,
         outages,
+        readings,
         services,
         simulate,
         users,
@@ -58,6 +59,7 @@ def _register_commands() -> None:
                    notify, backfill):  # fmt: skip
         cli.add_command(module.command)
     cli.add_command(outages.command)
+    cli.add_command(readings.command)
 
 
 _register_commands()

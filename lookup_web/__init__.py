@@ -19,6 +19,7 @@ from lookup_web import (
     customers,
     db,
     errors,
+    exceptions,
     health,
     i18n,
     ops,
@@ -59,6 +60,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint)
     app.register_blueprint(outages.bp)
     app.register_blueprint(service_requests.bp)
+    app.register_blueprint(exceptions.bp)
     return app
 
 

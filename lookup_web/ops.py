@@ -43,6 +43,7 @@ from care import outbox
 from lookup_web import auth, clock, db
 from metering.expected import MQTT_INTERVAL_S, POLL_INTERVAL_S
 from schema import audit
+from vee import store as vee_store
 
 bp = Blueprint("ops", __name__, url_prefix="/ops")
 
@@ -428,6 +429,7 @@ def dashboard() -> Any:
         rejected_1h = count_rejected(conn, now)
         day, complete = cached_completeness(conn, tz, now)
         notices = outbox.summary(conn)  # customers' notices per kind (care/outbox.py)
+        exceptions = vee_store.open_counts_by_province(conn)  # validation (vee/store.py)
     return render_template(
         "ops/dashboard.html",
         collectors=collector_list,
@@ -439,6 +441,7 @@ def dashboard() -> Any:
         completeness=complete,
         completeness_day=day,
         notices=notices,
+        exceptions=exceptions,
         thresholds=thresholds,
         refresh=int(setting("OPS_REFRESH")),
         now=now,

@@ -39,6 +39,7 @@ def cli(ctx: click.Context) -> None:
 
 def _register_commands() -> None:
     from doxa.commands import (
+        backfill,
         bills,
         collect,
         db,
@@ -47,6 +48,7 @@ def _register_commands() -> None:
         meters,
         notify,
         outages,
+        readings,
         scheduler,
         services,
         simulate,
@@ -55,10 +57,11 @@ def _register_commands() -> None:
     )
 
     for module in (db, meters, services, collect, simulate, bills, export, users, web, demo,
-                   notify):  # fmt: skip
+                   notify, backfill):  # fmt: skip
         cli.add_command(module.command)
     cli.add_command(outages.command)
     cli.add_command(scheduler.command)
+    cli.add_command(readings.command)
 
 
 _register_commands()

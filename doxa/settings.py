@@ -147,6 +147,38 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
     ),
     Setting(
+        "DOXA_METRICS_HOST",
+        "127.0.0.1",
+        "address the collector's /metrics listens on (doxa collect --metrics-port); it has no "
+        "authentication, so only 127.0.0.1 by default",
+    ),
+    Setting(
+        "DOXA_MAX_REGISTER_KWH",
+        "1e9",
+        "largest energy register (kWh) the collector accepts; a reading above it is rejected",
+        _positive_float,
+    ),
+    Setting(
+        "DOXA_MAX_POWER_W",
+        "1e6",
+        "largest |power| (W) accepted from a meter whose model has no built-in rating (MQTT, "
+        "generic); sdm120, sdm630 and ddsu666 are bounded by their own rating",
+        _positive_float,
+    ),
+    Setting(
+        "DOXA_READING_HORIZON_DAYS",
+        "400",
+        "readings older than this many days when received are rejected (and any before the "
+        "meter's installed_at); older history goes through doxa backfill",
+        _positive_int,
+    ),
+    Setting(
+        "DOXA_REJECTED_RETENTION_DAYS",
+        "14",
+        "rejected MQTT/Modbus messages are deleted by the collector after this many days",
+        _positive_int,
+    ),
+    Setting(
         "DOXA_WEB_WORKERS",
         "2",
         "processes of the production web server (doxa web); about one per CPU core",

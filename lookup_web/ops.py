@@ -45,6 +45,7 @@ from care import outbox
 from lookup_web import auth, clock, db
 from metering.expected import MQTT_INTERVAL_S, POLL_INTERVAL_S
 from schema import audit
+from vee import store as vee_store
 
 bp = Blueprint("ops", __name__, url_prefix="/ops")
 
@@ -304,10 +305,12 @@ def stale_meters(
 
 
 def rejected_messages(conn: psycopg.Connection, limit: int) -> list[RejectedMessage]:
+    """The newest ``limit`` rejections, their text cut (topic 120, reason 300 and payload 160
+    characters) so the page stays small whatever was sent (issue 20)."""
     rows = conn.execute(
         """
-        SELECT received_at, collector_id, source, topic, meter_serial, reason,
-               coalesce(encode(substring(payload FROM 1 FOR 160), 'escape'), '')
+        SELECT received_at, collector_id, source, left(topic, 120), left(meter_serial, 64),
+               left(reason, 300), coalesce(encode(substring(payload FROM 1 FOR 160), 'escape'), '')
         FROM rejected_messages
         ORDER BY received_at DESC, id DESC
         LIMIT %s""",
@@ -452,6 +455,7 @@ def dashboard() -> Any:
         rejected_1h = count_rejected(conn, now)
         day, complete = cached_completeness(conn, tz, now)
         notices = outbox.summary(conn)  # customers' notices per kind (care/outbox.py)
+        exceptions = vee_store.open_counts_by_province(conn)  # validation (vee/store.py)
         jobs_latest, jobs_newest = job_runs(conn, min(limit, 30))
     return render_template(
         "ops/dashboard.html",
@@ -464,6 +468,7 @@ def dashboard() -> Any:
         completeness=complete,
         completeness_day=day,
         notices=notices,
+        exceptions=exceptions,
         jobs_latest=jobs_latest,
         jobs_newest=jobs_newest,
         thresholds=thresholds,

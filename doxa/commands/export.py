@@ -132,6 +132,11 @@ def _selection(
 @click.option("--from", "date_from", type=_DATE, required=True, help="First local day, YYYY-MM-DD.")
 @click.option("--to", "date_to", type=_DATE, required=True, help="Last local day (included).")
 @click.option("--meter", "meters", multiple=True, help="Only this meter serial (repeatable).")
+@click.option(
+    "--history",
+    is_flag=True,
+    help="One row per version of each reading, with version, actor, changed_at and reason.",
+)
 @_common
 @click.pass_obj
 def readings_command(
@@ -139,6 +144,7 @@ def readings_command(
     date_from: Any,
     date_to: Any,
     meters: tuple[str, ...],
+    history: bool,
     province: str | None,
     customer_prefix: str | None,
     fmt: str,
@@ -147,13 +153,16 @@ def readings_command(
     """Readings of the local days FROM..TO (both included), by time then meter serial.
 
     Columns: meter_serial, customer_code, ts (ISO 8601 in DOXA_TIMEZONE with its offset),
-    energy_import_kwh, energy_export_kwh, power_w, voltage_v, current_a, quality.
+    energy_import_kwh, energy_export_kwh, power_w, voltage_v, current_a, quality; with
+    --history also version, actor, changed_at, reason (every version of an edited or
+    estimated reading, oldest first).
     """
     start: date = date_from.date()
     end: date = date_to.date()
     tz = str(app.settings.timezone)
     selection = _selection(province, customer_prefix, tuple(dict.fromkeys(meters)))
-    _run(app, _spec(lambda: exports.readings(start, end, tz, selection)), fmt, out)
+    spec = _spec(lambda: exports.readings(start, end, tz, selection, history=history))
+    _run(app, spec, fmt, out)
 
 
 @command.command("bills")

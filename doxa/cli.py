@@ -49,6 +49,7 @@ def _register_commands() -> None:
         notify,
         outages,
         readings,
+        scheduler,
         services,
         simulate,
         users,
@@ -59,6 +60,7 @@ def _register_commands() -> None:
                    notify, backfill):  # fmt: skip
         cli.add_command(module.command)
     cli.add_command(outages.command)
+    cli.add_command(scheduler.command)
     cli.add_command(readings.command)
 
 

@@ -151,6 +151,7 @@ CASES = [
     ),
     Case("GET", "/api/v1/collectors", _all("ok", **API)),
     Case("GET", "/api/v1/gateways", _all("ok", **API)),
+    Case("GET", "/api/v1/metrics", _all("ok", **API)),
     Case("GET", "/api/v1/meters/stale", _all("ok", **API)),
     Case("GET", "/api/v1/rejected-messages", _all("ok", **API)),
     Case("GET", "/api/v1/completeness", _all("ok", **API)),

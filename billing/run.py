@@ -13,7 +13,7 @@ the reason in the report and in ``bill_skips``, and any draft of theirs is remov
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -118,18 +118,26 @@ def load_vat_rates(conn: psycopg.Connection) -> list[VatRate]:
     return [VatRate(day, rate) for day, rate in rows]
 
 
-def meters_to_bill(conn: psycopg.Connection, period: Period | None = None) -> list[MeterToBill]:
-    """The meters in service, and those retired recently enough to owe a bill of ``period``
+def meters_to_bill(
+    conn: psycopg.Connection,
+    period: Period | None = None,
+    reading_days: Collection[int] | None = None,
+) -> list[MeterToBill]:
+    """The meters in service (only those of customers with one of ``reading_days``, when
+    given), and those retired recently enough to owe a bill of ``period``
     (``MeterToBill.window`` decides)."""
     since = Period(2000, 1) if period is None else period.previous().previous()
+    days = None if reading_days is None else sorted(reading_days)
     rows = conn.execute(
         "SELECT m.id, m.serial, m.multiplier, c.id, c.code, c.reading_day, c.tariff_group,"
         " m.households, m.replaces_meter_id, p.serial, m.installed_at, m.retired_at,"
         " m.retired_reason"
         " FROM meters m JOIN customers c ON c.id = m.customer_id"
         " LEFT JOIN meters p ON p.id = m.replaces_meter_id"
-        " WHERE m.active OR m.retired_at >= %s ORDER BY c.code, m.serial",
-        (datetime(since.year, since.month, 1, tzinfo=ZoneInfo("UTC")),),
+        " WHERE (m.active OR m.retired_at >= %(since)s)"
+        " AND (%(days)s::int[] IS NULL OR c.reading_day = ANY(%(days)s::int[]))"
+        " ORDER BY c.code, m.serial",
+        {"since": datetime(since.year, since.month, 1, tzinfo=ZoneInfo("UTC")), "days": days},
     ).fetchall()
     return [
         MeterToBill(
@@ -181,9 +189,16 @@ class _Run:
 
 
 def run_bills(
-    conn: psycopg.Connection[Any], period: Period, zone: ZoneInfo, *, batch: int = BATCH
+    conn: psycopg.Connection[Any],
+    period: Period,
+    zone: ZoneInfo,
+    *,
+    batch: int = BATCH,
+    reading_days: Collection[int] | None = None,
 ) -> RunReport:
-    """Compute the bills of ``period`` for every active meter, in one transaction."""
+    """Compute the bills of ``period`` for every active meter, in one transaction; with
+    ``reading_days``, only for the customers of those reading days (the scheduler's daily run:
+    the customers whose period closed that day), whose skips alone are replaced."""
     report = RunReport(str(period))
     with conn.transaction():
         conn.execute(
@@ -191,7 +206,12 @@ def run_bills(
         )
         # Timestamps come back in local time, as the customer reads them in messages.
         conn.execute("SELECT set_config('TimeZone', %s, true)", (zone.key,))
-        conn.execute("DELETE FROM bill_skips WHERE period = %s", (str(period),))
+        days = None if reading_days is None else sorted(reading_days)
+        conn.execute(
+            "DELETE FROM bill_skips s WHERE s.period = %(period)s AND (%(days)s::int[] IS NULL"
+            " OR s.customer_id IN (SELECT id FROM customers WHERE reading_day = ANY(%(days)s)))",
+            {"period": str(period), "days": days},
+        )
         issued = {
             row[0]
             for row in conn.execute(
@@ -199,7 +219,7 @@ def run_bills(
             )
         }
         run = _Run(period, zone, load_tariffs(conn), load_vat_rates(conn), issued)
-        meters = meters_to_bill(conn, period)
+        meters = meters_to_bill(conn, period, reading_days)
         for k in range(0, len(meters), batch):
             _bill_batch(conn, run, meters[k : k + batch], report)
     return report

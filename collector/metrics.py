@@ -72,6 +72,11 @@ class Stats:
             "doxa_collector_spool_depth", "Messages and polls waiting in the spool", registry=r
         )
         self.spool_bytes = Gauge("doxa_collector_spool_bytes", "Size of the spool", registry=r)
+        self.spool_max_bytes = Gauge(
+            "doxa_collector_spool_max_bytes",
+            "Bound of the spool (DOXA_SPOOL_MAX_MB), for the 'spool filling' alert",
+            registry=r,
+        )
         self.spool_full = Gauge(
             "doxa_collector_spool_full", "1 while the spool is full (MQTT is not acked)", registry=r
         )

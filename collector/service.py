@@ -53,6 +53,7 @@ class Collector:
         self.stats = Stats()
         self.started_at = datetime.now(UTC)
         self.spool = Spool(config.spool_dir, config.spool_max_bytes, config.spool_segment_bytes)
+        self.stats.spool_max_bytes.set(config.spool_max_bytes)
         self.writer = Writer(config.database_url, config.collector_id)
         self.pipeline = Pipeline(
             writer=self.writer,

@@ -49,6 +49,8 @@ def _register_commands() -> None:
         meters,
         notify,
         outages,
+        readings,
+        scheduler,
         services,
         simulate,
         users,
@@ -60,6 +62,8 @@ def _register_commands() -> None:
         cli.add_command(module.command)
     cli.add_command(outages.command)
     cli.add_command(customers.command)
+    cli.add_command(scheduler.command)
+    cli.add_command(readings.command)
 
 
 _register_commands()

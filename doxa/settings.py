@@ -63,6 +63,12 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _hhmm(text: str) -> Any:
+    from operations.schedule import parse_hhmm
+
+    return parse_hhmm(text)
+
+
 def _subscriptions(text: str) -> tuple[tuple[str, str], ...]:
     """``filter=format,filter=format`` → pairs; each filter needs exactly one ``+`` (the serial)."""
     pairs = []
@@ -218,6 +224,24 @@ SETTINGS: tuple[Setting, ...] = (
         "8",
         "tries of a notice before it is dead (back-off 30 s, 1, 2, 4… minutes, at most 1 h)",
         _positive_int,
+    ),
+    Setting(
+        "DOXA_SCHEDULER_DAILY_AT",
+        "02:00",
+        "local time (HH:MM) the scheduler's daily jobs start; bills run 30 minutes later",
+        _hhmm,
+    ),
+    Setting(
+        "DOXA_SCHEDULER_NOTICES_EVERY",
+        "60",
+        "seconds between the scheduler's deliveries of due notices",
+        _positive_int,
+    ),
+    Setting(
+        "DOXA_SCHEDULER_SKIP",
+        "",
+        "scheduler jobs to leave out, comma-separated (doxa scheduler --list names them)",
+        lambda text: tuple(sorted({n.strip() for n in text.split(",") if n.strip()})),
     ),
     Setting(
         "DOXA_MODBUS_MODELS",

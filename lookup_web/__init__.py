@@ -20,6 +20,7 @@ from lookup_web import (
     customers,
     db,
     errors,
+    exceptions,
     health,
     i18n,
     ops,
@@ -61,6 +62,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(outages.bp)
     app.register_blueprint(service_requests.bp)
     app.register_blueprint(bills_staff.bp)
+    app.register_blueprint(exceptions.bp)
     return app
 
 

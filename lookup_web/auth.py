@@ -27,6 +27,7 @@ What each role may do (tests/test_staff_matrix.py checks every route against it)
 | `work_requests`   | service requests and on-time shares    | yes     | yes      | yes   |
 | `manage_billing`  | `/staff/bills`, `/staff/meters`: holds, | yes     | no       | yes   |
 |                   | corrections, replace, decommission, transfer |  |          |       |
+| `validate_readings` | `/staff/exceptions` (accept, edit, estimate) | yes | no | yes |
 
 A user may hold several roles (``doxa users add NAME --role engineer --role billing``).
 Cookies: HttpOnly, SameSite=Lax, and Secure whenever the request came over HTTPS (or always,
@@ -61,6 +62,7 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "manage_outages": frozenset({"engineer", "admin"}),
     "work_requests": frozenset({"billing", "engineer", "admin"}),
     "manage_billing": frozenset({"billing", "admin"}),
+    "validate_readings": frozenset({"billing", "admin"}),
 }
 SIGNED_IN_AT = "staff_signed_in_at"
 DEFAULTS: dict[str, Any] = {

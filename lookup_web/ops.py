@@ -13,6 +13,8 @@
 - **Rejected messages**: the newest rejected MQTT/Modbus messages with their reasons.
 - **Customers' notices**: the outbox per kind of notice (``care.outbox.summary``): waiting,
   being sent, sent, dead (with the latest error), expired; the oldest still waiting.
+- **Scheduled jobs** (``doxa scheduler``, ``operations``): each job's latest run and the newest
+  runs (``job_runs``): the instant it ran for, start, end, outcome, counts, error.
 - **Read completeness** per province for yesterday (local day): meters with at least one reading
   in every interval of the day ÷ all active meters. It scans a day of readings, so it is kept
   for ``OPS_COMPLETENESS_TTL`` seconds per process (a ``cachetools`` TTL cache: concurrent
@@ -43,6 +45,7 @@ from care import outbox
 from lookup_web import auth, clock, db
 from metering.expected import MQTT_INTERVAL_S, POLL_INTERVAL_S
 from schema import audit
+from vee import store as vee_store
 
 bp = Blueprint("ops", __name__, url_prefix="/ops")
 
@@ -410,6 +413,30 @@ def cached_completeness(
     return yesterday, compute(conn, yesterday, tz, Thresholds.from_config())
 
 
+@dataclass(frozen=True)
+class JobRun:
+    job: str
+    scheduled_for: datetime
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str
+    counts: dict[str, int]
+    error: str | None
+    host: str | None
+
+
+def job_runs(conn: psycopg.Connection, limit: int) -> tuple[list[JobRun], list[JobRun]]:
+    """Each job's latest run, and the ``limit`` newest runs of all jobs."""
+    columns = "job, scheduled_for, started_at, ended_at, outcome, counts, error, host"
+    latest = conn.execute(
+        f"SELECT DISTINCT ON (job) {columns} FROM job_runs ORDER BY job, started_at DESC, id DESC"
+    ).fetchall()
+    newest = conn.execute(
+        f"SELECT {columns} FROM job_runs ORDER BY started_at DESC, id DESC LIMIT %s", (limit,)
+    ).fetchall()
+    return [JobRun(*r) for r in latest], [JobRun(*r) for r in newest]
+
+
 # -- the page ----------------------------------------------------------------------------------
 
 
@@ -428,6 +455,8 @@ def dashboard() -> Any:
         rejected_1h = count_rejected(conn, now)
         day, complete = cached_completeness(conn, tz, now)
         notices = outbox.summary(conn)  # customers' notices per kind (care/outbox.py)
+        exceptions = vee_store.open_counts_by_province(conn)  # validation (vee/store.py)
+        jobs_latest, jobs_newest = job_runs(conn, min(limit, 30))
     return render_template(
         "ops/dashboard.html",
         collectors=collector_list,
@@ -439,6 +468,9 @@ def dashboard() -> Any:
         completeness=complete,
         completeness_day=day,
         notices=notices,
+        exceptions=exceptions,
+        jobs_latest=jobs_latest,
+        jobs_newest=jobs_newest,
         thresholds=thresholds,
         refresh=int(setting("OPS_REFRESH")),
         now=now,

@@ -200,17 +200,37 @@ def registers(
             meter_replacements = meter_replacements + [
                 r for r in old_replacements.get(old.meter_id, []) if r.ts < old.until
             ]
-        for before, after in meter_steps:
-            known.setdefault(before.ts, before)
-            known.setdefault(after.ts, after)
-        resets, glitches = breaks(meter_replacements, meter_steps)
-        register = Register.from_readings(
-            known.values(), resets, glitches, (serials or {}).get(meter, "")
-        )
+        register = _register(known, meter_replacements, meter_steps, (serials or {}).get(meter, ""))
         if old is not None:
             register = Register([_named(s, old) for s in register.stretches], register.glitches)
         out[meter] = register
     return out
+
+
+def register_of_readings(
+    conn: psycopg.Connection[Any], meter: int, readings: Sequence[Point], serial: str = ""
+) -> Register:
+    """One meter's register from every reading of a range, fetched by the caller in one scan
+    (the Green Button export asks about each reading, so no nearest-reading probes), with the
+    replacements and steps within their span."""
+    known = {p.ts: p for p in readings}
+    if not known:
+        return Register.from_readings([], meter=serial)
+    replacements, steps = _breaks(conn, {meter: (min(known), max(known))})
+    return _register(known, replacements.get(meter, []), steps.get(meter, []), serial)
+
+
+def _register(
+    known: dict[datetime, Point],
+    replacements: Sequence[Replacement],
+    steps: Sequence[tuple[Point, Point]],
+    serial: str,
+) -> Register:
+    for before, after in steps:
+        known.setdefault(before.ts, before)
+        known.setdefault(after.ts, after)
+    resets, glitches = breaks(replacements, steps)
+    return Register.from_readings(known.values(), resets, glitches, serial)
 
 
 _US = timedelta(microseconds=1)

@@ -45,7 +45,7 @@ from simulators.clock import SimClock
 from simulators.history import readings_between
 from simulators.inventory import Customer, InventoryLine, customer_code, inventory_csv
 from simulators.inventory import make_customer as _make_customer
-from simulators.load import MeterLoad, Profile
+from simulators.load import MeterLoad, Profile, UseChange
 
 MAX_UNITS = 247
 FRAMERS = {"tcp": FramerType.SOCKET, "rtu-over-tcp": FramerType.RTU}
@@ -309,8 +309,12 @@ class ModbusFleet:
     ) -> Iterator[Reading]:
         """Readings of ``serial`` at every multiple of ``interval`` seconds in [start, end): the
         same load model, so back-filled history and live polls agree."""
-        self._runtime(serial)
-        return readings_between(lambda ts: self.reading(serial, ts), start, end, interval)
+        load = self._runtime(serial).load
+        return (
+            r
+            for r in readings_between(lambda ts: self.reading(serial, ts), start, end, interval)
+            if not load.silent(r.ts)
+        )
 
     # -- life cycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -399,6 +403,27 @@ class ModbusFleet:
         self._runtime(serial).snapshot_wall = -1.0e18
         return when
 
+    # -- validation faults (issue 14): what the register reads, as history and truth -------
+    def inject_rollback(self, serial: str, at: datetime, kwh: float) -> None:
+        """From ``at`` on, the register reads ``kwh`` less (no replacement is recorded)."""
+        self._runtime(serial).load.steps.append((at, -abs(kwh)))
+
+    def inject_spike(self, serial: str, at: datetime, kwh: float) -> None:
+        """At ``at`` the register jumps ``kwh`` up and stays there."""
+        self._runtime(serial).load.steps.append((at, abs(kwh)))
+
+    def inject_stuck(self, serial: str, start: datetime, end: datetime) -> None:
+        """The register does not move from ``start`` to ``end`` (the meter keeps answering)."""
+        self.scale_use(serial, start, end, 0.0)
+
+    def scale_use(self, serial: str, start: datetime, end: datetime, factor: float) -> None:
+        """The meter counts ``factor`` × its load from ``start`` to ``end`` (high or low use)."""
+        self._runtime(serial).load.changes.append(UseChange(start, end, factor))
+
+    def inject_gap(self, serial: str, start: datetime, end: datetime) -> None:
+        """The meter gives no reading in [start, end) (``history`` leaves those times out)."""
+        self._runtime(serial).load.silences.append((start, end))
+
     def clear_faults(self, serial: str | None = None) -> None:
         """Clear timeouts, exceptions and delays (register resets are history and stay)."""
         for rt in [self._runtime(serial)] if serial else self._runtimes.values():
@@ -463,7 +488,7 @@ class ModbusFleet:
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         fault = rt.fault
-        if fault.timeout:
+        if fault.timeout or rt.load.silent(self.clock.now()):  # a gap: no answer
             gw.drop_next = True
             return None
         if fault.exception is not None:

@@ -47,6 +47,7 @@ def _register_commands() -> None:
         meters,
         notify,
         outages,
+        rollup,
         services,
         simulate,
         users,
@@ -57,6 +58,8 @@ def _register_commands() -> None:
                    notify):  # fmt: skip
         cli.add_command(module.command)
     cli.add_command(outages.command)
+    cli.add_command(rollup.rollup_command)
+    cli.add_command(rollup.retention_command)
 
 
 _register_commands()

@@ -31,8 +31,8 @@ from test_web_customer_data import (
 pytestmark = pytest.mark.db
 
 H = timedelta(hours=1)
-LATEST = "1,117.000"  # 1000 + 0.5 kWh/h × 234 h (the last 6-hourly reading before now − 5 h)
-NEWER = "1,234.500"
+LATEST = "1,117.00\u00a0kWh"  # 1000 + 0.5 kWh/h × 234 h: the last 6-hourly reading before now − 5 h
+NEWER = "1,234.50\u00a0kWh"
 
 
 @pytest.fixture
@@ -147,6 +147,15 @@ def test_customer_page_is_served_from_the_standby_and_lags_with_it(
             # Replay resumes: the reading appears.
             replica.execute("SELECT pg_wal_replay_resume()")
             _wait_replayed(primary, replica)
+            deadline = time.monotonic() + 30
+            while (
+                replica.execute(
+                    "SELECT count(*) FROM readings WHERE meter_id = %s", (meter_id,)
+                ).fetchone()
+                != on_primary
+            ):
+                assert time.monotonic() < deadline, "the reading never became visible"
+                time.sleep(0.05)
             caught_up = client.get("/meters/RPL-1?lang=en").get_data(as_text=True)
             assert NEWER in caught_up
         finally:

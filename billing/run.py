@@ -1,11 +1,13 @@
 """Compute one period's bills into the ``bills`` table (contract §8); the I/O shell around the
 pure ``metering.register`` (indices and consumption) and ``billing.tariff`` (amounts).
 
-Meters are billed in blocks of :data:`BATCH` meter ids (``meter_id // BATCH``): for each block,
+Meters are taken in blocks of :data:`BLOCK` meter ids (``meter_id // BLOCK``), and inside a
+block in batches of up to :data:`BATCH` meters of one reading day: for each batch,
 ``schema.register_inputs`` fetches the readings nearest both boundaries of every meter's period
-(each customer's period ends on its reading day of the month), the recorded replacements and the
-register drops between them, in three statements whatever the block size; the indices are closed
-and priced in Python, and the bills upserted with their breakdown in one pipelined round trip.
+(all meters of a batch share their two boundaries, so TimescaleDB opens only the chunks around
+them), the recorded replacements and the register drops between them, in three statements
+whatever the batch size; the indices are closed and priced in Python, and the bills upserted
+with their breakdown in one pipelined round trip.
 Re-running replaces draft bills and never duplicates; issued bills are left alone. Meters that
 cannot be billed are listed with the reason in the report and in ``bill_skips``, and any draft of
 theirs is removed.
@@ -13,7 +15,7 @@ theirs is removed.
 **Splitting a run.** A run may be limited to the customers of one reading day
 (:func:`run_reading_day`, ``doxa bills run --reading-day N``) and to a range of meter ids
 (``meter_range``): ``doxa bills run --workers K`` runs K processes on K disjoint ranges
-(:func:`split_ranges`). Before a block is billed its advisory lock (period, block) is taken and
+(:func:`split_ranges`, cut at blocks). Before a block is billed its lock (period, block) is taken and
 held to the end of the run's transaction, blocks in ascending order: two runs of one period whose
 ranges overlap take turns on the shared blocks (never deadlock), disjoint ranges never wait.
 """
@@ -40,6 +42,9 @@ from schema.register_inputs import registers
 
 # Meters whose inputs are fetched together: a few statements per batch.
 BATCH = 1000
+# Meter ids per advisory-lock block: with reading days spread over 1–28, about BATCH meters of
+# each reading day.
+BLOCK = 28 * BATCH
 # The bills table keeps indices as numeric(14, 3): a register beyond this is a glitch.
 MAX_INDEX_KWH = Decimal(10) ** 11
 # pg_advisory_xact_lock(key1, key2) of a block: key1 "b" + the period's month number, key2 the
@@ -137,22 +142,22 @@ def meters_to_bill(
 
 
 def split_ranges(
-    conn: psycopg.Connection, workers: int, *, batch: int = BATCH, reading_day: int | None = None
+    conn: psycopg.Connection, workers: int, *, block: int = BLOCK, reading_day: int | None = None
 ) -> list[MeterRange]:
-    """Up to ``workers`` disjoint ranges of meter ids, cut at block boundaries, holding about as
-    many meters to bill each (one cheap aggregate over the meters' primary key)."""
+    """Up to ``workers`` disjoint ranges of meter ids, cut at block boundaries (so two workers
+    never wait on one lock), holding about as many blocks each (one cheap aggregate)."""
     row = conn.execute(
-        "SELECT array_agg(DISTINCT m.id / %(batch)s ORDER BY m.id / %(batch)s)"
+        "SELECT array_agg(DISTINCT m.id / %(block)s ORDER BY m.id / %(block)s)"
         " FROM meters m JOIN customers c ON c.id = m.customer_id"
         " WHERE m.active AND (%(day)s::int IS NULL OR c.reading_day = %(day)s)",
-        {"batch": batch, "day": reading_day},
+        {"block": block, "day": reading_day},
     ).fetchone()
     blocks: list[int] = (row[0] if row else None) or []
     if not blocks:
         return []
     share = -(-len(blocks) // max(1, workers))
     return [
-        (blocks[k] * batch, blocks[min(k + share, len(blocks)) - 1] * batch + batch - 1)
+        (blocks[k] * block, blocks[min(k + share, len(blocks)) - 1] * block + block - 1)
         for k in range(0, len(blocks), share)
     ]
 
@@ -186,6 +191,7 @@ def run_bills(
     zone: ZoneInfo,
     *,
     batch: int = BATCH,
+    block: int = BLOCK,
     reading_day: int | None = None,
     meter_range: MeterRange | None = None,
 ) -> RunReport:
@@ -206,13 +212,15 @@ def run_bills(
             conn.execute("DELETE FROM bill_skips WHERE period = %s", (str(period),))
         run = _Run(period, zone, load_tariffs(conn), load_vat_rates(conn), issued)
         meters = meters_to_bill(conn, reading_day, meter_range)
-        blocks: dict[int, list[MeterToBill]] = defaultdict(list)
+        blocks: dict[int, dict[int, list[MeterToBill]]] = defaultdict(lambda: defaultdict(list))
         for meter in meters:
-            blocks[meter.meter_id // batch].append(meter)
+            blocks[meter.meter_id // block][meter.reading_day].append(meter)
         key = _LOCK_PREFIX | (period.year * 12 + period.month)
-        for block in sorted(blocks):
-            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (key, block))
-            _bill_batch(conn, run, blocks[block], report)
+        for number in sorted(blocks):
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (key, number))
+            for _day, group in sorted(blocks[number].items()):
+                for k in range(0, len(group), batch):
+                    _bill_batch(conn, run, group[k : k + batch], report)
     report.skipped.sort(key=lambda s: (s.customer_code, s.meter_serial))
     report.kept_issued.sort()
     return report

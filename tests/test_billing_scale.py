@@ -63,7 +63,7 @@ def test_workers_give_the_same_bills_as_one_run(
     assert report.written == 24
     single = bills(db, "2025-06")
     db.execute("DELETE FROM bills")
-    ranges = split_ranges(db, 3, batch=5)
+    ranges = split_ranges(db, 3, block=5)
     assert len(ranges) == 3
     flat = [(lo, hi) for lo, hi in ranges]
     assert all(a[1] < b[0] for a, b in zip(flat, flat[1:], strict=False))  # disjoint, ordered
@@ -83,7 +83,11 @@ def test_overlapping_runs_of_one_period_take_turns(db: psycopg.Connection, db_ur
     def run(meter_range: tuple[int, int] | None) -> None:
         try:
             with psycopg.connect(db_url) as conn:
-                reports.append(run_bills(conn, Period(2025, 6), HCM, batch=4, meter_range=meter_range))
+                reports.append(
+                    run_bills(
+                        conn, Period(2025, 6), HCM, batch=2, block=4, meter_range=meter_range
+                    )
+                )
         except BaseException as exc:  # noqa: BLE001 - reported by the test below
             errors.append(exc)
 

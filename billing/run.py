@@ -15,9 +15,10 @@ theirs is removed.
 **Splitting a run.** A run may be limited to the customers of one reading day
 (:func:`run_reading_day`, ``doxa bills run --reading-day N``) and to a range of meter ids
 (``meter_range``): ``doxa bills run --workers K`` runs K processes on K disjoint ranges
-(:func:`split_ranges`, cut at blocks). Before a block is billed its lock (period, block) is taken and
-held to the end of the run's transaction, blocks in ascending order: two runs of one period whose
-ranges overlap take turns on the shared blocks (never deadlock), disjoint ranges never wait.
+(:func:`split_ranges`, cut at blocks). Before a block is billed its lock (period, block) is
+taken and held to the end of the run's transaction, blocks in ascending order: two runs of one
+period whose ranges overlap take turns on the shared blocks (never deadlock), disjoint ranges
+never wait.
 """
 
 from __future__ import annotations

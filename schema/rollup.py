@@ -274,7 +274,9 @@ class DayUse:
     estimated: bool
 
 
-def final_days(conn: psycopg.Connection[Any], meter_id: int, days: Sequence[date]) -> dict[date, DayUse]:
+def final_days(
+    conn: psycopg.Connection[Any], meter_id: int, days: Sequence[date]
+) -> dict[date, DayUse]:
     """The final rolled-up days of one meter among ``days`` (one indexed query)."""
     if not days:
         return {}

@@ -112,12 +112,14 @@ def test_two_collectors_share_mqtt_and_split_gateways_one_killed_and_restarted(
                 )
                 # Both gateways polled again after the restart.
                 wait_for(
-                    lambda: count(
-                        db,
-                        "SELECT count(DISTINCT collector_id) FROM poll_outcomes"
-                        " WHERE outcome = 'ok' AND ts > now() - interval '3 seconds'",
-                    )
-                    == 2,
+                    lambda: (
+                        count(
+                            db,
+                            "SELECT count(DISTINCT collector_id) FROM poll_outcomes"
+                            " WHERE outcome = 'ok' AND ts > now() - interval '3 seconds'",
+                        )
+                        == 2
+                    ),
                     timeout=30,
                     what="both collectors polling",
                 )
@@ -154,11 +156,14 @@ def test_two_collectors_share_mqtt_and_split_gateways_one_killed_and_restarted(
     gateways = {f"{g.host}:{g.port}": ids[g.index] for g in modbus.gateways}
     assert sorted(polled) == sorted(gateways.items())
     # Modbus readings are stored once per meter and instant (one collector per gateway).
-    assert count(
-        db,
-        "SELECT count(*) FROM (SELECT meter_id, ts FROM readings GROUP BY 1, 2"
-        " HAVING count(*) > 1) d",
-    ) == 0
+    assert (
+        count(
+            db,
+            "SELECT count(*) FROM (SELECT meter_id, ts FROM readings GROUP BY 1, 2"
+            " HAVING count(*) > 1) d",
+        )
+        == 0
+    )
     modbus_rows = count(
         db,
         "SELECT count(*) FROM readings r JOIN meters m ON m.id = r.meter_id"

@@ -15,8 +15,6 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-from doxa.services.postgres import EmbeddedPostgres
 from test_web_customer_data import (
     NOW,
     add_customer,
@@ -27,6 +25,8 @@ from test_web_customer_data import (
     sign_in,
     steady_readings,
 )
+
+from doxa.services.postgres import EmbeddedPostgres
 
 pytestmark = pytest.mark.db
 
@@ -81,9 +81,7 @@ def _wait_replayed(primary: psycopg.Connection, replica: psycopg.Connection) -> 
     target = _lsn(primary, "SELECT pg_current_wal_lsn()")
     deadline = time.monotonic() + 30
     while True:
-        row = replica.execute(
-            "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)
-        ).fetchone()
+        row = replica.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)).fetchone()
         if row and row[0]:
             return
         assert time.monotonic() < deadline, "the standby did not catch up in 30 s"

@@ -60,7 +60,9 @@ def _days(db: psycopg.Connection, meter_id: int, now: datetime = NOW) -> list[An
     ],
 )
 @given(meters=st.lists(histories(), min_size=1, max_size=3))
-def test_rollup_days_equal_the_live_rule(db: psycopg.Connection, meters: list[dict[str, Any]]) -> None:
+def test_rollup_days_equal_the_live_rule(
+    db: psycopg.Connection, meters: list[dict[str, Any]]
+) -> None:
     _reset(db)
     ids = [_load(db, k, m) for k, m in enumerate(meters)]
     live = {m: _days(db, m) for m in ids}
@@ -84,7 +86,9 @@ def test_rollup_days_equal_the_live_rule(db: psycopg.Connection, meters: list[di
         assert _days(db, m) == live[m]  # the page on the rollup shows the same days
 
 
-def _steady_meter(db: psycopg.Connection, code: str, serial: str, start: datetime, days: int) -> int:
+def _steady_meter(
+    db: psycopg.Connection, code: str, serial: str, start: datetime, days: int
+) -> int:
     """A meter read every hour from ``start`` for ``days`` days, 1 kWh an hour."""
     row = db.execute(
         "INSERT INTO customers (code, name, reading_day, province) VALUES (%s, 'x', 5, 'Cần Thơ')"

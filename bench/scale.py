@@ -1,7 +1,7 @@
 """Scale benchmark (contract §14, issue 19): the cost per meter of each path at several fleet
 sizes, and how it grows.
 
-For each size N (default 10,000 and 100,000; ``--scale N`` repeatable, e.g. 1,000,000) a fresh
+For each size N (10,000 and 100,000, plus any ``--scale N``, e.g. 1,000,000) a fresh
 private TimescaleDB cluster gets: the inventory imported through ``doxa meters import``'s code
 (``schema.inventory``), then ``--days`` days of readings loaded server-side with
 ``generate_series`` — one daily index for 95 % of the meters, 30-minute readings for 5 % (the
@@ -23,7 +23,8 @@ functions the commands and pages call, without process start-up):
 Each figure is printed as cost per meter (µs) at each size and the growth ratio largest ÷
 smallest (the goal: ≤ 1.5×; flat paths such as ``/ops`` and the page are per request, so their
 growth is the ratio of the request times). ``--quick``: sizes 1,000 and 10,000, 35 days.
-Run ``python -m bench.scale [--quick] [--scale N ...] [--days D]``; keep to 2 cores.
+Run ``python -m bench.scale [--quick] [--scale N ...] [--days D]`` (``make bench
+BENCH_ARGS="--only scale --scale 1000000"``); it uses one connection at a time.
 """
 
 from __future__ import annotations
@@ -375,7 +376,8 @@ def render(results: list[SizeResult]) -> str:
 
 
 def run(quick: bool = False, scales: list[int] | None = None, days: int | None = None) -> str:
-    sizes = scales or ([1_000, 10_000] if quick else [10_000, 100_000])
+    base = [1_000, 10_000] if quick else [10_000, 100_000]
+    sizes = sorted(set(base + list(scales or ())))
     days = days or 60  # the period's boundaries (reading days 1–28) lie inside the data
     results = []
     for n in sorted(sizes):

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -191,3 +192,21 @@ def test_rollup_job_rolls_the_last_days_and_pending_ones(db: psycopg.Connection)
         "SELECT day, use_kwh, final FROM meter_days WHERE meter_id = %s ORDER BY day", (meter_id,)
     ).fetchall()
     assert days == [(date(2025, 3, d), Decimal(24), True) for d in (5, 6, 7)]
+
+
+def test_rollup_and_retention_commands(
+    db: psycopg.Connection, db_url: str, doxa: Callable[..., Any]
+) -> None:
+    _reset(db)
+    start = datetime(2025, 3, 1, tzinfo=ZONE)
+    _steady_meter(db, "PB01010000001", "ST-1", start, 10)
+    env = {"DOXA_DATABASE_URL": db_url}
+    result = doxa("rollup", "--from", "2025-03-02", "--to", "2025-03-04", env=env)
+    assert result.code == 0, result
+    assert "3 meter-days over 3 day(s) of 1 meter(s), 3 final" in result.out
+    bad = doxa("rollup", "--from", "2025-03-04", "--to", "2025-03-02", env=env)
+    assert bad.code == 2 and len(bad.err.strip().splitlines()) == 1
+    kept = doxa("retention", env=env)  # DOXA_RETENTION_MONTHS unset: 0, keep everything
+    assert kept.code == 0 and "nothing dropped" in kept.out
+    negative = doxa("retention", env={**env, "DOXA_RETENTION_MONTHS": "-1"})
+    assert negative.code == 2

@@ -275,15 +275,28 @@ def stale_meters(
     One aggregate over the active meters counts them (and names the first never-read ones);
     the read ones are listed by walking ``meter_status`` by last reading, oldest first, which
     stops after ``limit`` rows: nothing else per request grows with the fleet."""
+    # The cut-off instants, computed once: per row the test is a comparison of two times.
+    shared = conn.execute(
+        "SELECT min(poll_interval) FROM collectors"
+        " WHERE last_seen > %s::timestamptz - interval '1 day'",
+        (now,),
+    ).fetchone()
+    poll = shared[0] if shared and shared[0] is not None else thresholds.poll_interval
     params = {
         "mqtt": thresholds.mqtt_interval,
         "poll": thresholds.poll_interval,
         "limit": limit,
         "now": now,
+        "mqtt_before": now - timedelta(seconds=2 * thresholds.mqtt_interval),
+        "poll_before": now - timedelta(seconds=2 * poll),
     }
+    cut = """
+        LEFT JOIN (SELECT id, %(now)s::timestamptz - 2 * poll_interval * interval '1 second'
+                   AS before FROM collectors) cut ON cut.id = m.collector_id"""
     stale = (
-        "coalesce(s.last_reading_ts, m.created_at)"
-        f" < %(now)s::timestamptz - make_interval(secs => 2 * ({_INTERVAL_SQL}))"
+        "coalesce(s.last_reading_ts, m.created_at) < CASE WHEN m.protocol = 'mqtt'"
+        " THEN %(mqtt_before)s::timestamptz"
+        " ELSE coalesce(cut.before, %(poll_before)s::timestamptz) END"
     )
     row = conn.execute(
         f"""
@@ -291,7 +304,7 @@ def stale_meters(
                (array_agg(m.id ORDER BY m.serial)
                    FILTER (WHERE s.last_reading_ts IS NULL AND {stale}))[1:%(limit)s]
         FROM meters m LEFT JOIN meter_status s ON s.meter_id = m.id
-        {_INTERVAL_JOINS}
+        {cut}
         WHERE m.active""",
         params,
     ).fetchone()
@@ -317,8 +330,9 @@ def stale_meters(
             FROM meter_status s JOIN meters m ON m.id = s.meter_id
             JOIN customers c ON c.id = m.customer_id
             {_INTERVAL_JOINS}
+            {cut}
             WHERE s.last_reading_ts IS NOT NULL AND m.active AND {stale}
-            ORDER BY s.last_reading_ts, m.serial
+            ORDER BY s.last_reading_ts NULLS FIRST, m.serial
             LIMIT %(rest)s""",
             {**params, "rest": limit - len(rows)},
         ).fetchall()

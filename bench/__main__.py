@@ -16,7 +16,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-BENCHMARKS = ("ingest", "lookup", "export", "notify", "scale")
+BENCHMARKS = ("ingest", "lookup", "export", "notify", "intake", "validate", "greenbutton", "scale")
 DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 

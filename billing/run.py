@@ -24,7 +24,7 @@ never wait.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -126,18 +126,20 @@ MeterRange = tuple[int, int]  # meter ids lo..hi, both included
 
 def meters_to_bill(
     conn: psycopg.Connection,
-    reading_day: int | None = None,
+    reading_days: Collection[int] | None = None,
     meter_range: MeterRange | None = None,
 ) -> list[MeterToBill]:
-    """The active meters to bill (of one reading day, in a range of ids), by meter id."""
+    """Every active meter, or only those of customers with one of ``reading_days`` (and with an
+    id in ``meter_range``), by meter id."""
+    days = None if reading_days is None else sorted(reading_days)
     lo, hi = meter_range if meter_range is not None else (None, None)
     rows = conn.execute(
         "SELECT m.id, m.serial, m.multiplier, c.id, c.code, c.reading_day, c.tariff_group"
         " FROM meters m JOIN customers c ON c.id = m.customer_id"
-        " WHERE m.active AND (%(day)s::int IS NULL OR c.reading_day = %(day)s)"
+        " WHERE m.active AND (%(days)s::int[] IS NULL OR c.reading_day = ANY(%(days)s::int[]))"
         " AND (%(lo)s::int IS NULL OR m.id >= %(lo)s) AND (%(hi)s::int IS NULL OR m.id <= %(hi)s)"
         " ORDER BY m.id",
-        {"day": reading_day, "lo": lo, "hi": hi},
+        {"days": days, "lo": lo, "hi": hi},
     ).fetchall()
     return [MeterToBill(*row) for row in rows]
 
@@ -193,11 +195,17 @@ def run_bills(
     *,
     batch: int = BATCH,
     block: int = BLOCK,
+    reading_days: Collection[int] | None = None,
     reading_day: int | None = None,
     meter_range: MeterRange | None = None,
 ) -> RunReport:
-    """Compute the bills of ``period`` for every active meter (of ``reading_day``, with an id in
-    ``meter_range``, when given), in one transaction."""
+    """Compute the bills of ``period`` for every active meter, in one transaction; with
+    ``reading_days`` (or one ``reading_day``), only for the customers of those reading days (the
+    scheduler's daily run: the customers whose period closed that day), and with
+    ``meter_range`` only for meters with an id in it; the skips of the meters billed alone are
+    replaced."""
+    if reading_day is not None:
+        reading_days = {reading_day, *(reading_days or ())}
     report = RunReport(str(period))
     with conn.transaction():
         # Timestamps come back in local time, as the customer reads them in messages.
@@ -208,11 +216,11 @@ def run_bills(
                 "SELECT meter_id FROM bills WHERE period = %s AND status = 'issued'", (str(period),)
             )
         }
-        if reading_day is None and meter_range is None:
+        if reading_days is None and meter_range is None:
             # A whole run also forgets the skips of meters no longer billed.
             conn.execute("DELETE FROM bill_skips WHERE period = %s", (str(period),))
         run = _Run(period, zone, load_tariffs(conn), load_vat_rates(conn), issued)
-        meters = meters_to_bill(conn, reading_day, meter_range)
+        meters = meters_to_bill(conn, reading_days, meter_range)
         blocks: dict[int, dict[int, list[MeterToBill]]] = defaultdict(lambda: defaultdict(list))
         for meter in meters:
             blocks[meter.meter_id // block][meter.reading_day].append(meter)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from collector.intake import IntakeLimits
+
 DEFAULT_SUBSCRIPTIONS: tuple[tuple[str, str], ...] = (
     ("doxa/meters/+/reading", "native"),
     ("tele/+/SENSOR", "tasmota"),
@@ -30,9 +32,10 @@ class CollectorConfig:
     share_group: str = ""
     poll_interval: float = 60.0
     spool_max_bytes: int = 512 * 1024 * 1024
+    spool_segment_bytes: int = 16 * 1024 * 1024  # a new segment file is started past this
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Ho_Chi_Minh"))
     metrics_port: int | None = None
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = "127.0.0.1"  # DOXA_METRICS_HOST: /metrics is unauthenticated
     version: str = "unknown"
     host: str = field(default_factory=socket.gethostname)
     polling: bool = True  # False: MQTT only (benchmarks, MQTT-only sites)
@@ -48,6 +51,11 @@ class CollectorConfig:
     db_retry_interval: float = 2.0
     # Modbus readings waiting in memory beyond this (database and spool both refusing) are dropped.
     max_pending_readings: int = 200_000
+    # The flusher gives up (the collector exits 1) when the same failure repeats this many times in
+    # a row: the writer failing with anything but an outage, or the flusher itself failing.
+    fatal_after: int = 20
+    # paho's reconnect back-off: from this many seconds, doubling up to 30 s.
+    mqtt_reconnect_min_delay: float = 1.0
     heartbeat_interval: float = 5.0
     inventory_interval: float = 5.0
     # Modbus: per-request timeout, retries of a request that timed out, concurrent gateways.
@@ -61,6 +69,10 @@ class CollectorConfig:
     outcome_retention_days: int = 7
     heartbeat_retention_days: int = 30
     retention_interval: float = 3600.0
+    rejected_retention_days: int = 14  # rejected_messages rows older than this are deleted
+    # What no meter can send (collector/intake.py): register, power and time bounds, and how many
+    # rejections are stored per topic prefix and minute.
+    limits: IntakeLimits = field(default_factory=IntakeLimits)
     # Graceful stop: how long an in-flight poll may take to finish.
     stop_grace: float = 5.0
 

@@ -72,6 +72,11 @@ class Stats:
             "doxa_collector_spool_depth", "Messages and polls waiting in the spool", registry=r
         )
         self.spool_bytes = Gauge("doxa_collector_spool_bytes", "Size of the spool", registry=r)
+        self.spool_max_bytes = Gauge(
+            "doxa_collector_spool_max_bytes",
+            "Bound of the spool (DOXA_SPOOL_MAX_MB), for the 'spool filling' alert",
+            registry=r,
+        )
         self.spool_full = Gauge(
             "doxa_collector_spool_full", "1 while the spool is full (MQTT is not acked)", registry=r
         )
@@ -80,10 +85,23 @@ class Stats:
             "1 while the MQTT subscriptions are in place (the broker queues for this collector)",
             registry=r,
         )
+        # 0 until the start-up check (or a write) has reached the database: never a 1 by default.
         self.database_up = Gauge(
-            "doxa_collector_database_up", "1 while the last database write worked", registry=r
+            "doxa_collector_database_up",
+            "1 while the database answered the collector's last attempt (start-up check, write)",
+            registry=r,
         )
-        self.database_up.set(1)
+        self.batches_requeued = PromCounter(
+            "doxa_collector_batches_requeued",
+            "Batches whose write failed other than by an outage and went back in line "
+            "(the spool, or the head of the inbox)",
+            registry=r,
+        )
+        self.spool_write_errors = PromCounter(
+            "doxa_collector_spool_write_errors",
+            "Spool writes the disk refused (no space, I/O error): handled as a full spool",
+            registry=r,
+        )
         for outcome in POLL_OUTCOMES:
             self.polls.labels(outcome)
         for outcome in ("accepted", "rejected"):

@@ -1,5 +1,11 @@
 """Polling one Modbus TCP gateway: one connection, its meters read one after another.
 
+A gateway has options (contract §11b, from the inventory): its framing — MBAP (``tcp``) or Modbus
+RTU frames with their CRC over the TCP socket (``rtu-over-tcp``, pymodbus' RTU framer on a TCP
+client), as cheap serial-to-TCP converters speak — the pause it needs between an answer and the
+next request (many cheap RS-485 gateways drop a request that comes too soon), and its own
+per-request timeout.
+
 Meters behind a gateway share one RS-485 bus, so requests to a gateway are sequential; the
 scheduler polls different gateways concurrently. Each request has a timeout and one retry
 (pymodbus's ``retries``); pymodbus's two error channels (exceptions and ``isError()`` responses)
@@ -11,6 +17,7 @@ as ``transport_error`` without waiting on each meter.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +26,7 @@ from datetime import UTC, datetime
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.framer import FramerType
 
 from collector.backoff import Backoff
 from protocols.errors import DecodeError, DeviceException, TransportError
@@ -30,6 +38,18 @@ log = logging.getLogger(__name__)
 
 class PollTimeout(TransportError):
     """The meter (or its gateway on its behalf) did not answer in time, retry included."""
+
+
+FRAMERS = {"tcp": FramerType.SOCKET, "rtu-over-tcp": FramerType.RTU}
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    """How to talk to one gateway: framing, pause between answer and request, timeout (s)."""
+
+    framing: str = "tcp"
+    request_delay: float = 0.0
+    timeout: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -67,17 +87,28 @@ class GatewayPoller:
         timeout: float,
         retries: int,
         backoff: Backoff,
+        options: GatewayOptions | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.gateway = f"{host}:{port}"
-        self.timeout = timeout
+        self.options = options or GatewayOptions(timeout=timeout)
+        self.timeout = self.options.timeout
         self.retries = retries
         self.backoff = backoff
         self.targets: tuple[MeterTarget, ...] = ()
         self._client: AsyncModbusTcpClient | None = None
         self._failures: dict[int, int] = {}  # failed polls in a row, any reason
         self._reachable = True
+        self._last_answer = float("-inf")  # loop time the previous request ended
+        self._stale = False  # the options changed: reconnect at the next cycle
+
+    def reconfigure(self, options: GatewayOptions) -> None:
+        """New gateway options (re-imported inventory): the next cycle reconnects with them (a
+        cycle in flight finishes on its connection)."""
+        self.options = options
+        self.timeout = options.timeout
+        self._stale = True
 
     def set_targets(self, targets: Sequence[MeterTarget]) -> None:
         self.targets = tuple(sorted(targets, key=lambda t: t.unit_id))
@@ -191,12 +222,14 @@ class GatewayPoller:
 
     async def _ensure_connected(self) -> str | None:
         """Connect if needed; None when connected, else why not (logged on transitions)."""
-        if self._client is not None and self._client.connected:
+        if self._client is not None and self._client.connected and not self._stale:
             return None
         self.close()
+        self._stale = False
         client = AsyncModbusTcpClient(
             self.host,
             port=self.port,
+            framer=FRAMERS[self.options.framing],
             timeout=self.timeout,
             retries=self.retries,
             reconnect_delay=0,  # we reconnect ourselves, once per cycle at most
@@ -232,6 +265,19 @@ class GatewayPoller:
         client = self._client
         if client is None:
             raise TransportError(f"not connected to {self.gateway}")
+        loop = asyncio.get_running_loop()
+        if self.options.request_delay > 0:
+            wait = self._last_answer + self.options.request_delay - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        try:
+            return await self._request(client, function, address, count, unit)
+        finally:
+            self._last_answer = loop.time()
+
+    async def _request(
+        self, client: AsyncModbusTcpClient, function: int, address: int, count: int, unit: int
+    ) -> list[int]:
         try:
             if function == 4:
                 response = await client.read_input_registers(address, count=count, device_id=unit)

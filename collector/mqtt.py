@@ -8,17 +8,21 @@
   several collectors split one stream.
 * paho reconnects by itself (1 s doubling to 30 s); the network runs in paho's own thread.
 
-Acknowledgements carry the connection generation of their message (bumped on every connect and
-disconnect): a message received on an earlier connection is not acked on a later one. The broker
-sends it again (``dup`` set) and that copy is acked once durable; it is stored once because
-writes are idempotent.
+Acknowledgements go through paho's public API only (``Client.ack(mid, qos)``, paho-mqtt 2.x).
+Each carries the connection generation of its message, bumped under a lock on every disconnect,
+before every (re)connect and on every connect: a message received on an earlier connection is
+never acknowledged on a later one, where its packet id may name another message. The flusher
+checks the generation and queues the PUBACKs holding the same lock, and paho drops its queue of
+outgoing packets when it reconnects, after ``on_disconnect``/``on_pre_connect`` have run, so a
+check and its PUBACKs can never straddle a reconnect. The broker sends such a message again
+(``dup`` set) and that copy is acknowledged once durable; it is stored once because writes are
+idempotent.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
-import struct
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -32,67 +36,6 @@ from collector.topics import TopicRouter
 from protocols.broker_url import parse_broker_url
 
 log = logging.getLogger(__name__)
-
-_PUBACK = struct.Struct("!BBH")  # MQTT 3.1.1 PUBACK: type 4, remaining length 2, packet id
-
-
-class _ChunkedReadClient(paho.Client):
-    """paho's client, reading the socket in chunks of up to 64 KiB.
-
-    paho reads a packet with one ``recv()`` for its type, one per byte of its length and one for
-    the rest, and goes back to ``select()`` after each packet: four system calls per message,
-    each releasing and retaking the interpreter lock that the flusher thread needs too. Here one
-    ``recv()`` fills a buffer, paho's packet reader takes its small reads from it, and
-    :meth:`loop_read` goes on until the buffer is used up, so no data waits in it while
-    ``select()`` sleeps. A packet cut at the end of the buffer stays in paho's partial-packet
-    state, exactly as when the socket has no more data, and the next ``select()`` (immediate: the
-    socket is readable) continues it. One buffer per turn of paho's loop, so acknowledgements and
-    keep-alives go out between buffers as they did between packets. The buffer is dropped with
-    the socket. Measured here: 15 µs of CPU per message received instead of 20 µs.
-
-    It overrides two private methods of paho 2 (``_sock_recv``, ``_sock_close``); should a paho
-    release lack them, :data:`Client` is paho's own class.
-    """
-
-    _rbuf = b""
-    _rpos = 0
-    _refill = True  # False once this turn's buffer has been filled
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        buf, pos = self._rbuf, self._rpos
-        if pos >= len(buf):
-            if not self._refill:
-                raise BlockingIOError  # the rest waits for the next turn of paho's loop
-            data = super()._sock_recv(65536)  # raises BlockingIOError when nothing has come
-            if len(data) <= bufsize:  # (b"" too: the connection was closed)
-                return data
-            buf, pos = data, 0
-            self._rbuf = buf
-        self._rpos = pos + bufsize
-        return buf[pos : pos + bufsize]
-
-    def _sock_close(self) -> None:
-        self._rbuf, self._rpos = b"", 0
-        super()._sock_close()
-
-    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        self._refill = True
-        rc = super().loop_read(max_packets)
-        self._refill = False
-        while (
-            rc == MQTTErrorCode.MQTT_ERR_SUCCESS
-            and self._rpos < len(self._rbuf)
-            and self._sock is not None
-        ):
-            rc = super().loop_read(max_packets)
-        return rc
-
-
-Client: type[paho.Client] = (
-    _ChunkedReadClient
-    if all(callable(getattr(paho.Client, name, None)) for name in ("_sock_recv", "_sock_close"))
-    else paho.Client
-)
 
 
 class MqttIntake:
@@ -108,6 +51,7 @@ class MqttIntake:
         pipeline: Pipeline,
         stats: Stats,
         keepalive: int = 30,
+        reconnect_min_delay: float = 1.0,
     ) -> None:
         self.address = parse_broker_url(url)
         self.client_id = client_id
@@ -119,8 +63,9 @@ class MqttIntake:
         self.router = TopicRouter(subscriptions)
         self.connected = threading.Event()
         self._generation = 0
+        self._generation_lock = threading.Lock()  # generation checks and acks vs. reconnects
         self._accepting = True
-        client = Client(
+        client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=False,
@@ -131,7 +76,8 @@ class MqttIntake:
             client.username_pw_set(self.address.username, self.address.password)
         if self.address.tls:
             client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
-        client.reconnect_delay_set(1, 30)
+        client.reconnect_delay_set(reconnect_min_delay, 30)  # type: ignore[arg-type]
+        client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -161,13 +107,20 @@ class MqttIntake:
 
     # -- paho callbacks (paho's thread) ---------------------------------------------------------
 
+    def _next_generation(self) -> None:
+        with self._generation_lock:
+            self._generation += 1
+
+    def _on_pre_connect(self, _client: paho.Client, _userdata: Any) -> None:
+        self._next_generation()
+
     def _on_connect(
         self, client: paho.Client, _userdata: Any, flags: Any, reason_code: Any, _props: Any
     ) -> None:
+        self._next_generation()
         if reason_code.is_failure:
             log.error("MQTT broker refused the connection: %s", reason_code)
             return
-        self._generation += 1
         result, _mid = client.subscribe([(f, 1) for f in self.topic_filters()])
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
             log.error("MQTT subscribe failed: %s", paho.error_string(result))
@@ -194,7 +147,7 @@ class MqttIntake:
     ) -> None:
         self.connected.clear()
         self.stats.mqtt_subscribed.set(0)
-        self._generation += 1  # acks of this connection's messages must not reach the next one
+        self._next_generation()  # acks of this connection's messages must not reach the next one
         self.stats.add(mqtt_disconnects=1)
         if self._accepting:
             log.warning("MQTT connection lost (%s); reconnecting", reason_code)
@@ -226,20 +179,11 @@ class MqttIntake:
     # -- acknowledgement (the flusher thread) ---------------------------------------------------
 
     def ack(self, tokens: Sequence[tuple[int, int, int]]) -> None:
-        """Acknowledge a durable batch's messages, in arrival order (only those received on the
-        current connection; QoS 0 needs none)."""
-        generation = self._generation
-        mids = [mid for mid, qos, gen in tokens if gen == generation and qos == 1]
-        if not mids:
-            return
-        queue = getattr(self.client, "_packet_queue", None)
-        if queue is None:  # a paho without it: one ack() per message
-            for mid in mids:
-                self.client.ack(mid, 1)
-            return
-        # One write for the whole batch: the PUBACKs back to back, in order. paho's ack() queues
-        # each PUBACK separately, waking its network thread and making one send() per message;
-        # coalescing them measured 7% more messages per second (bench/ingest.py). It goes through
-        # the same internal queue that ack() uses.
-        packet = b"".join(_PUBACK.pack(0x40, 2, mid) for mid in mids)
-        queue(0x40, packet, 0, 0)
+        """Acknowledge a durable batch's messages, in arrival order, through ``Client.ack`` (only
+        those received on the current connection; QoS 0 needs none)."""
+        ack = self.client.ack
+        with self._generation_lock:
+            generation = self._generation
+            for mid, qos, gen in tokens:
+                if gen == generation and qos:
+                    ack(mid, qos)

@@ -10,12 +10,21 @@ makes the batch durable:
   the batch itself, through the :class:`~collector.writer.Writer`;
 * if the database is unavailable, the batch is appended to the spool (fsync'd) instead, and the
   database is tried again every ``db_retry_interval``;
-* if the spool is full too, the batch waits, unacknowledged: the broker keeps those messages
-  (and stops sending more once its in-flight window is used), so nothing is lost. Modbus readings
-  beyond ``max_pending_readings`` are dropped and counted (a meter's register is cumulative: a
-  missed poll costs resolution, not energy).
+* if the spool is full too (or the disk refuses the write), the batch waits, unacknowledged:
+  the broker keeps those messages (and stops sending more once its in-flight window is used), so
+  nothing is lost. Modbus readings beyond ``max_pending_readings`` are dropped and counted (a
+  meter's register is cumulative: a missed poll costs resolution, not energy).
 
 Only then are the batch's MQTT messages acknowledged, in arrival order.
+
+**A batch the flusher took is never dropped.** A writer failure of any other kind than an
+unreachable database (a bug, an unexpected driver error) sends the batch to the spool like an
+outage does, and the database is tried again later; any other failure of the flusher puts the
+batch back at the head of the inbox, in order, and it is tried again after ``db_retry_interval``.
+Both are counted (``batches_requeued``) and logged once per transition (first failure, recovery).
+Only when the same failure repeats ``fatal_after`` times in a row does the flusher give up: it
+stops with :attr:`Pipeline.fatal` set to a one-line cause, acknowledges nothing more (the broker
+keeps those messages), and the collector exits with status 1.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from collector.metrics import Stats
-from collector.spool import Spool, SpoolFull
+from collector.spool import Spool, SpoolFull, SpoolWriteError
 from collector.units import Unit
 from collector.writer import DatabaseUnavailable, Writer, WriteResult
 from protocols.errors import PayloadError
@@ -63,6 +72,10 @@ class _Message:
         self.reason = reason
 
 
+class _Fatal(Exception):
+    """The same failure repeated ``fatal_after`` times: the flusher gives up (one-line cause)."""
+
+
 class Pipeline:
     """Batches intake into durable writes; see the module docstring."""
 
@@ -79,6 +92,8 @@ class Pipeline:
         db_retry_interval: float,
         max_pending_readings: int,
         ack: AckFn | None = None,
+        fatal_after: int = 20,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         self.writer = writer
         self.spool = spool
@@ -96,8 +111,18 @@ class Pipeline:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._db_retry_at = 0.0  # monotonic; 0: the database is believed up
+        self._db_down = False  # for logging the transitions once
         self._spool_full_since: float | None = None
         self._dropping = False
+        self.fatal_after = max(1, fatal_after)
+        self.on_fatal: Callable[[str], None] = on_fatal or (lambda cause: None)
+        self.fatal: str | None = None  # set once the flusher gave up: the one-line cause
+        self._failures = 0  # flusher failures in a row (not outages: those spool)
+        self._writer_failing = False  # the writer raised something other than an outage
+        self._writer_failures = 0  # such failures in a row
+        # A test hook: called with each batch the flusher took, before it is built; an exception
+        # from it is a flusher failure (the batch goes back to the head of the inbox).
+        self.fault_hook: Callable[[list[_Message | Reading]], None] | None = None
 
     # -- intake (any thread) -------------------------------------------------------------------
 
@@ -177,18 +202,82 @@ class Pipeline:
 
     def _run(self) -> None:
         while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
             try:
-                batch = self._next_batch()
-                if batch is None:
-                    return
                 if batch:
                     self._deliver(batch)
                 elif self.spool and self._db_due():
                     self._replay_only()
-            except Exception:  # the outermost loop of a long-running thread: record, stay alive
-                log.exception("flusher error; retrying in %.1f s", self.db_retry_interval)
-                self.stats.add(flusher_errors=1)
-                time.sleep(self.db_retry_interval)
+            except _Fatal as exc:
+                if batch:
+                    self._requeue(batch)
+                self.fatal = str(exc)
+                self._give_up()
+                return
+            except Exception as exc:  # the outermost loop of the flusher: nothing taken is lost
+                if batch:
+                    self._requeue(batch)
+                if not self._flusher_failed(exc):
+                    return
+                continue
+            if self._failures:
+                log.warning("the flusher works again after %d failure(s)", self._failures)
+                self._failures = 0
+
+    def _requeue(self, batch: list[_Message | Reading]) -> None:
+        """Put a taken batch back at the head of the inbox (arrival order kept)."""
+        with self._cond:
+            self._inbox[:0] = batch
+            self._oldest = time.monotonic()
+        self.stats.batches_requeued.inc()
+        self.stats.add(batches_requeued=1)
+
+    def _flusher_failed(self, exc: Exception) -> bool:
+        """Count and log (once per transition) a failure; False when it is fatal."""
+        self._failures += 1
+        self.stats.add(flusher_errors=1)
+        cause = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        if self._failures == 1:
+            log.exception(
+                "flusher error; the batch was put back and is tried again in %.1f s",
+                self.db_retry_interval,
+            )
+        if self._failures >= self.fatal_after:
+            self.fatal = f"the flusher failed {self._failures} times in a row ({cause})"
+            self._give_up()
+            return False
+        with self._cond:
+            if not self._stopping:
+                self._cond.wait(self.db_retry_interval)
+        return True
+
+    def _give_up(self) -> None:
+        """A fatal error: acknowledge nothing more. MQTT messages not yet acknowledged stay with
+        the broker; Modbus readings still in memory go to the spool if it takes them."""
+        cause = self.fatal or "the flusher stopped"
+        with self._cond:
+            waiting = list(self._inbox)
+            self._inbox.clear()
+            self._stopping = True
+        readings = [item for item in waiting if isinstance(item, Reading)]
+        lost = 0
+        if readings:
+            try:
+                self.spool.append(
+                    [Unit("modbus", (r,), serial=r.serial, received_at=datetime.now(UTC))
+                     for r in readings]
+                )  # fmt: skip
+            except Exception:
+                lost = len(readings)
+        log.critical(
+            "%s; stopping: %d MQTT message(s) stay with the broker, %d Modbus reading(s) lost",
+            cause,
+            len(waiting) - len(readings),
+            lost,
+        )
+        self.on_fatal(cause)
 
     def _next_batch(self) -> list[_Message | Reading] | None:
         """The next batch; [] when it is time to retry the spool with nothing new to write; None
@@ -239,18 +328,28 @@ class Pipeline:
                     Unit("mqtt", (), item.topic, item.serial, item.payload, exc.reason, now)
                 )
                 continue
+            except Exception as exc:  # a parser bug must not hold the batch: reject the message
+                log.exception("the %s parser failed on a message from %s", item.fmt, item.topic)
+                reason = f"the {item.fmt} parser failed ({type(exc).__name__})"
+                units.append(Unit("mqtt", (), item.topic, item.serial, item.payload, reason, now))
+                continue
             units.append(Unit("mqtt", readings, item.topic, item.serial, item.payload, None, now))
         if received:
             self.stats.add(mqtt_received=received)
         return units, tokens
 
     def _deliver(self, batch: list[_Message | Reading]) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(batch)
         units, tokens = self._build(batch)
         while True:
             try:
                 self._make_durable(units)
                 break
             except SpoolFull as exc:
+                if isinstance(exc, SpoolWriteError):
+                    self.stats.spool_write_errors.inc()
+                    self.stats.add(spool_write_errors=1)
                 if self._spool_full_since is None:
                     self._spool_full_since = time.monotonic()
                     self.stats.spool_full.set(1)
@@ -277,7 +376,10 @@ class Pipeline:
             self._spool_full_since = None
             self.stats.spool_full.set(0)
         if tokens:
-            self.ack(tokens)
+            try:
+                self.ack(tokens)
+            except Exception:  # durable already: the broker delivers them again, stored once
+                log.exception("could not acknowledge %d MQTT message(s)", len(tokens))
 
     def _db_due(self) -> bool:
         return time.monotonic() >= self._db_retry_at
@@ -293,6 +395,8 @@ class Pipeline:
                     return
             except DatabaseUnavailable as exc:
                 self._database_down(exc)
+            except Exception as exc:
+                self._writer_failed(exc)
         self.spool.append(units)
         self.stats.add(batches_spooled=1)
         self._spool_gauges()
@@ -302,6 +406,31 @@ class Pipeline:
             self._replay()
         except DatabaseUnavailable as exc:
             self._database_down(exc)
+        except Exception as exc:
+            self._writer_failed(exc)
+
+    def _writer_failed(self, exc: Exception) -> None:
+        """The writer raised something other than an outage: the batch goes to the spool (it is
+        acknowledged once fsync'd) and the database is tried again after ``db_retry_interval``."""
+        if not self._writer_failing:
+            self._writer_failing = True
+            log.error(
+                "the writer failed (%s: %s); batches go to the spool and the database is tried "
+                "again in %.1f s",
+                type(exc).__name__,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+                self.db_retry_interval,
+                exc_info=exc,
+            )
+        self._writer_failures += 1
+        if self._writer_failures >= self.fatal_after:
+            raise _Fatal(
+                f"the writer failed {self._writer_failures} times in a row "
+                f"({type(exc).__name__}: {exc})".splitlines()[0]
+            ) from exc
+        self.stats.batches_requeued.inc()
+        self.stats.add(batches_requeued=1, writer_errors=1)
+        self._db_retry_at = time.monotonic() + self.db_retry_interval
 
     def _replay(self) -> None:
         depth = self.spool.depth
@@ -320,15 +449,21 @@ class Pipeline:
         result = self.writer.write(units)
         self.stats.batch_write.observe(time.monotonic() - started)
         self._count(units, result)
-        if self._db_retry_at:
+        self.stats.database_up.set(1)  # (also after a start with the database down)
+        self._writer_failures = 0
+        if self._writer_failing:
+            self._writer_failing = False
+            log.warning("the writer works again")
+        if self._db_down:
+            self._db_down = False
             log.warning("database answers again")
-            self._db_retry_at = 0.0
-            self.stats.database_up.set(1)
+        self._db_retry_at = 0.0
 
     def _database_down(self, exc: DatabaseUnavailable) -> None:
-        if not self._db_retry_at:
+        self.stats.database_up.set(0)
+        if not self._db_down:
+            self._db_down = True
             log.error("database unavailable (%s); batches go to the spool", exc)
-            self.stats.database_up.set(0)
         self.stats.add(database_errors=1)
         self._db_retry_at = time.monotonic() + self.db_retry_interval
 

@@ -22,7 +22,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from collector.backoff import Backoff
 from collector.health import Health
 from collector.metrics import Stats
-from collector.modbus import GatewayPoller, MeterTarget
+from collector.modbus import GatewayOptions, GatewayPoller, MeterTarget
 from collector.pipeline import Pipeline
 from collector.store import ModbusMeter
 from protocols.modbus import ModelCatalog, ModelConfigError
@@ -71,12 +71,17 @@ class Polling:
     def gateways(self) -> dict[str, tuple[MeterTarget, ...]]:
         return {key: p.targets for key, p in self._pollers.items()}
 
+    @property
+    def gateway_options(self) -> dict[str, GatewayOptions]:
+        return {key: p.options for key, p in self._pollers.items()}
+
     # -- inventory -------------------------------------------------------------------------------
 
     def apply_inventory(self, meters: list[ModbusMeter]) -> None:
         """Make the jobs match the meters (called on start and when the inventory changes)."""
         groups: dict[str, list[MeterTarget]] = defaultdict(list)
         hosts: dict[str, tuple[str, int]] = {}
+        options: dict[str, GatewayOptions] = {}
         for m in meters:
             try:
                 model = self.catalog.get(m.model)
@@ -87,6 +92,14 @@ class Polling:
                 continue
             key = f"{m.host}:{m.port}"
             hosts[key] = (m.host, m.port)
+            options.setdefault(
+                key,
+                GatewayOptions(
+                    m.framing,
+                    m.request_delay_ms / 1000,
+                    self.timeout if m.timeout_ms is None else m.timeout_ms / 1000,
+                ),
+            )
             groups[key].append(MeterTarget(m.meter_id, m.serial, m.unit_id, model))
         for key in list(self._pollers):
             if key not in groups:
@@ -96,6 +109,8 @@ class Polling:
         jitter = min(self.interval * 0.1, 5.0)
         for key, targets in groups.items():
             poller = self._pollers.get(key)
+            if poller is not None and poller.options != options[key]:
+                poller.reconfigure(options[key])  # takes effect from its next connection
             if poller is None:
                 host, port = hosts[key]
                 poller = GatewayPoller(
@@ -104,6 +119,7 @@ class Polling:
                     timeout=self.timeout,
                     retries=self.retries,
                     backoff=Backoff(self.backoff_after, self.backoff_max_cycles),
+                    options=options[key],
                 )
                 self._pollers[key] = poller
                 self.scheduler.add_job(

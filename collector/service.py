@@ -32,6 +32,7 @@ from collector.polling import Polling
 from collector.spool import Spool, SpoolLocked
 from collector.store import Store
 from collector.writer import Writer
+from protocols.broker_url import redact_url
 from protocols.modbus import ModelCatalog
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ class Collector:
         self.catalog = catalog or ModelCatalog()
         self.stats = Stats()
         self.started_at = datetime.now(UTC)
-        self.spool = Spool(config.spool_dir, config.spool_max_bytes)
+        self.spool = Spool(config.spool_dir, config.spool_max_bytes, config.spool_segment_bytes)
+        self.stats.spool_max_bytes.set(config.spool_max_bytes)
         self.writer = Writer(config.database_url, config.collector_id)
         self.pipeline = Pipeline(
             writer=self.writer,
@@ -63,8 +65,11 @@ class Collector:
             batch_interval=config.batch_interval,
             db_retry_interval=config.db_retry_interval,
             max_pending_readings=config.max_pending_readings,
+            fatal_after=config.fatal_after,
+            on_fatal=self._on_fatal,
         )
         self.store = Store(config.database_url, config.collector_id)
+        self.writer.limits = config.limits  # the intake bounds (collector/intake.py)
         self.health = Health(
             store=self.store,
             stats=self.stats,
@@ -84,6 +89,7 @@ class Collector:
                 share_group=config.share_group,
                 pipeline=self.pipeline,
                 stats=self.stats,
+                reconnect_min_delay=config.mqtt_reconnect_min_delay,
             )
             self.pipeline.ack = self.mqtt.ack
         self._db = ThreadPoolExecutor(1, thread_name_prefix="doxa-health-db")
@@ -92,6 +98,8 @@ class Collector:
         self._metrics: Any = None
         self._inventory_version: int | None = None
         self._inventory_ok = True
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fatal = asyncio.Event()
 
     @property
     def metrics_port(self) -> int | None:
@@ -102,8 +110,14 @@ class Collector:
 
     # -- start ------------------------------------------------------------------------------------
 
+    def _on_fatal(self, cause: str) -> None:
+        """The flusher gave up (its thread): wake :meth:`run`, which stops and exits 1."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._fatal.set)
+
     async def start(self) -> None:
         config = self.config
+        self._loop = asyncio.get_running_loop()
         try:
             self.spool.open()
         except SpoolLocked as exc:
@@ -163,7 +177,7 @@ class Collector:
         log.info(
             "collector %s started (MQTT %s, polling %s, spool %s)",
             config.collector_id,
-            config.mqtt_url or "off",
+            redact_url(config.mqtt_url) if config.mqtt_url else "off",
             f"every {config.poll_interval:g} s" if config.polling else "off",
             config.spool_dir,
         )
@@ -178,8 +192,11 @@ class Collector:
                 "the database has no Doxa schema: run `doxa db migrate` first"
             ) from exc
         except psycopg.OperationalError as exc:
+            self.stats.database_up.set(0)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreachable"
             log.error("database unreachable at start (%s); spooling until it answers", first)
+        else:
+            self.stats.database_up.set(1)
 
     # -- periodic jobs ----------------------------------------------------------------------------
 
@@ -215,6 +232,21 @@ class Collector:
             return
         if dropped:
             log.info("dropped %d old chunk(s) of poll outcomes and heartbeats", dropped)
+        try:
+            deleted = await self._in_db_thread(
+                lambda: self.store.delete_old_rejections(
+                    config.rejected_retention_days, datetime.now(UTC)
+                )
+            )
+        except psycopg.Error as exc:
+            log.warning("old rejected messages not deleted (%s); will retry", type(exc).__name__)
+            return
+        if deleted:
+            log.info(
+                "deleted %d rejected message(s) older than %d days",
+                deleted,
+                config.rejected_retention_days,
+            )
 
     # -- stop -------------------------------------------------------------------------------------
 
@@ -232,9 +264,17 @@ class Collector:
             await self._close(final_heartbeat=False)  # what a failed start took
             raise
         try:
-            await stop.wait()
+            stopped = asyncio.ensure_future(stop.wait())
+            fatal = asyncio.ensure_future(self._fatal.wait())
+            try:
+                await asyncio.wait({stopped, fatal}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopped.cancel()
+                fatal.cancel()
         finally:
             await self.stop()
+        if self.pipeline.fatal is not None:
+            raise CollectorError(self.pipeline.fatal)
 
     async def _close(self, *, final_heartbeat: bool) -> None:
         loop = asyncio.get_running_loop()

@@ -12,10 +12,15 @@ delivers them again). A segment is deleted once every record in it has been writ
 database. Replaying a record twice (a crash during replay) is harmless: writes are idempotent.
 
 The spool is bounded by ``max_bytes``; :class:`SpoolFull` tells the caller to stop accepting.
+Every disk error on the write path — creating a segment at rollover, writing, ``fsync`` — is a
+:class:`SpoolWriteError` (a kind of :class:`SpoolFull`): the caller reacts as to a full spool
+(stops acknowledging, the broker keeps its copy) and nothing half-written stays behind, so the
+next append, once the disk has room again, continues a clean file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -38,6 +43,10 @@ class SpoolFull(RuntimeError):
     """Appending would exceed the spool's bound (or the disk refused the write)."""
 
 
+class SpoolWriteError(SpoolFull):
+    """The disk refused a spool write (no space, I/O error): the batch is not in the spool."""
+
+
 class SpoolLocked(RuntimeError):
     """Another process holds this spool (a second collector with the same id and DOXA_HOME)."""
 
@@ -47,6 +56,7 @@ class _Segment:
     path: Path
     size: int  # bytes of whole records
     units: int  # units in records not yet replayed
+    sealed: bool = False  # a failed write could not be cut off: append to a new segment
 
 
 class Spool:
@@ -143,35 +153,55 @@ class Spool:
     # -- appending -----------------------------------------------------------------------------
 
     def append(self, units: Sequence[Unit]) -> None:
-        """Write one batch durably (fsync'd); raises :class:`SpoolFull` past the bound."""
+        """Write one batch durably (fsync'd); raises :class:`SpoolFull` past the bound and
+        :class:`SpoolWriteError` when the disk refuses (nothing of the batch is kept then)."""
         payload = encode_units(units)
         record = _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), len(units)) + payload
         if self.size_bytes + len(record) > self.max_bytes:
             raise SpoolFull(
                 f"spool {self.directory} is full ({self.size_bytes} of {self.max_bytes} bytes)"
             )
-        segment = self._segments[-1] if self._segments else None
-        if segment is None or segment.size >= self.segment_bytes:
-            segment = self._new_segment()
         try:
-            with segment.path.open("ab") as fh:
-                try:
-                    fh.write(record)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                except OSError:
-                    fh.truncate(segment.size)  # no torn record before the next append
-                    raise
+            segment = self._segments[-1] if self._segments else None
+            if segment is None or segment.sealed or segment.size >= self.segment_bytes:
+                segment = self._new_segment()
+            self._write_record(segment, record)
         except OSError as exc:
-            raise SpoolFull(f"cannot write to spool {self.directory}: {exc.strerror}") from exc
+            raise SpoolWriteError(
+                f"cannot write to spool {self.directory}: {exc.strerror or exc}"
+            ) from exc
         segment.size += len(record)
         segment.units += len(units)
 
+    def _write_record(self, segment: _Segment, record: bytes) -> None:
+        """Append ``record`` and fsync; on failure cut the file back to its whole records."""
+        fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            view = memoryview(record)
+            while view:
+                view = view[os.write(fd, view) :]  # (a full disk may take part of it first)
+            os.fsync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, segment.size)  # no torn record before the next append
+            except OSError:
+                segment.sealed = True  # replay reads only its whole records; append elsewhere
+            raise
+        finally:
+            os.close(fd)
+
     def _new_segment(self) -> _Segment:
+        """Create the next segment file (its name made durable); only then is it used."""
         path = self.directory / f"{self._next_seq:012d}{SUFFIX}"
         self._next_seq += 1
-        path.touch()
-        self._fsync_dir()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+        try:
+            self._fsync_dir()
+        except OSError:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
         segment = _Segment(path, 0, 0)
         self._segments.append(segment)
         return segment
@@ -197,7 +227,7 @@ class Spool:
         while self._segments:
             segment = self._segments[0]
             try:
-                for end, units in self._records(segment.path, self._replay_offset):
+                for end, units in self._records(segment.path, self._replay_offset, segment.size):
                     if should_stop():
                         return done
                     write(units)
@@ -218,19 +248,22 @@ class Spool:
                     bad.name,
                 )
             else:
-                segment.path.unlink()
-            self._fsync_dir()
+                try:
+                    segment.path.unlink()
+                    self._fsync_dir()
+                except OSError as exc:  # replayed again by the next run: writes are idempotent
+                    log.warning("spool segment %s not removed: %s", segment.path.name, exc)
             self._segments.pop(0)
             self._replay_offset = 0
             self._replayed_units = 0
         return done
 
-    def _records(self, path: Path, offset: int) -> Iterator[tuple[int, list[Unit]]]:
-        """(end offset, units) of each record from ``offset``; :class:`_CorruptRecord` on a bad
-        checksum."""
+    def _records(self, path: Path, offset: int, limit: int) -> Iterator[tuple[int, list[Unit]]]:
+        """(end offset, units) of each record from ``offset`` up to ``limit`` (the whole
+        records); :class:`_CorruptRecord` on a bad checksum."""
         with path.open("rb") as fh:
             fh.seek(offset)
-            while True:
+            while offset < limit:
                 header = fh.read(_HEADER.size)
                 if not header:
                     return

@@ -34,6 +34,10 @@ class ModbusMeter:
     host: str
     port: int
     unit_id: int
+    # Its gateway's options (contract §11b; the import keeps them equal per host:port).
+    framing: str = "tcp"
+    request_delay_ms: int = 0
+    timeout_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,8 @@ class Store:
     def modbus_meters(self) -> list[ModbusMeter]:
         def q(conn: psycopg.Connection) -> list[ModbusMeter]:
             rows = conn.execute(
-                "SELECT id, serial, model, host, port, unit_id FROM meters"
+                "SELECT id, serial, model, host, port, unit_id, framing, request_delay_ms,"
+                " timeout_ms FROM meters"
                 " WHERE protocol = 'modbus' AND active"
                 " AND (collector_id IS NULL OR collector_id = %s)"
                 " ORDER BY host, port, unit_id",
@@ -228,3 +233,25 @@ class Store:
             return dropped
 
         return self._run(q)
+
+    def delete_old_rejections(self, days: int, now: datetime, batch: int = 10_000) -> int:
+        """Delete rejected messages received more than ``days`` before ``now``, oldest first, in
+        transactions of at most ``batch`` rows (several collectors may run it at once: each
+        skips rows another one holds); returns how many were deleted."""
+
+        def q(conn: psycopg.Connection) -> int:
+            cur = conn.execute(
+                "DELETE FROM rejected_messages WHERE id IN ("
+                " SELECT id FROM rejected_messages"
+                " WHERE received_at < %s::timestamptz - make_interval(days => %s)"
+                " ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED)",
+                (now, days, batch),
+            )
+            return max(cur.rowcount, 0)
+
+        deleted = 0
+        while True:
+            count = self._run(q)
+            deleted += count
+            if count < batch:
+                return deleted

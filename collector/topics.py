@@ -28,25 +28,61 @@ class _Filter:
     multi: bool  # ends with '#'
 
 
-class TopicRouter:
-    """Maps a delivered topic to (serial, format). Results are cached per topic (one per meter)."""
+MAX_TOPIC_LENGTH = 256
+"""Longest topic routed (characters); a longer one is rejected before it is split or cached
+(MQTT allows 65,535 bytes; ``doxa/meters/<64-character serial>/reading`` is 84)."""
 
-    def __init__(self, subscriptions: tuple[tuple[str, str], ...], cache_size: int = 200_000):
+
+def _quote(text: str, limit: int = 80) -> str:
+    """``text`` quoted for a reason sentence, cut to ``limit`` characters."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"… ({len(text)} characters)"
+
+
+class TopicRouter:
+    """Maps a delivered topic to (serial, format).
+
+    Routes of usable topics are cached (one per meter), bounded both in entries and in the
+    characters of their topics: a stream of unique hostile topics cannot grow it. Rejected routes
+    are not cached (they are cheap to compute and would be the attacker's to fill)."""
+
+    def __init__(
+        self,
+        subscriptions: tuple[tuple[str, str], ...],
+        cache_size: int = 200_000,
+        cache_chars: int = 16 * 1024 * 1024,
+    ):
         self.filters = []
         for topic_filter, fmt in subscriptions:
             levels = tuple(topic_filter.split("/"))
             self.filters.append(_Filter(levels, fmt, levels.index("+"), levels[-1] == "#"))
         self._cache: dict[str, Route] = {}
         self._cache_size = cache_size
+        self._cache_chars = cache_chars
+        self._chars = 0
 
     def route(self, topic: str) -> Route:
         found = self._cache.get(topic)
         if found is None:
+            if len(topic) > MAX_TOPIC_LENGTH:
+                return Route(
+                    None,
+                    None,
+                    f"the topic is {len(topic)} characters long, more than the "
+                    f"{MAX_TOPIC_LENGTH} allowed ({_quote(topic, 60)})",
+                )
             found = self._route(topic)
-            if len(self._cache) >= self._cache_size:
-                self._cache.clear()
-            self._cache[topic] = found
+            if found.reason is None:
+                if len(self._cache) >= self._cache_size or self._chars >= self._cache_chars:
+                    self._cache.clear()
+                    self._chars = 0
+                self._cache[topic] = found
+                self._chars += len(topic)
         return found
+
+    @property
+    def cached(self) -> tuple[int, int]:
+        """(entries, characters of their topics) in the cache."""
+        return len(self._cache), self._chars
 
     def _route(self, topic: str) -> Route:
         levels = topic.split("/")
@@ -54,9 +90,11 @@ class TopicRouter:
             if _matches(f, levels):
                 serial = levels[f.serial_level]
                 if not SERIAL.fullmatch(serial):
-                    return Route(serial, f.fmt, f"topic level {serial!r} is not a meter serial")
+                    return Route(
+                        serial[:64], f.fmt, f"topic level {_quote(serial)} is not a meter serial"
+                    )
                 return Route(serial, f.fmt, None)
-        return Route(None, None, f"topic {topic!r} matches no subscription")
+        return Route(None, None, f"topic {_quote(topic)} matches no subscription")
 
 
 def _matches(f: _Filter, levels: list[str]) -> bool:

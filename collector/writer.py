@@ -4,7 +4,11 @@ A batch of units goes to the database in one transaction:
 
 1. Serials are resolved to meter ids (a cache, filled by one query for the serials it lacks). A
    unit whose serial no meter has is rejected, as is a unit the parser already rejected: both
-   become rows of ``rejected_messages`` with their reason, topic and payload.
+   become rows of ``rejected_messages`` with their reason, topic and payload. So is a unit with a
+   reading no meter could measure (:mod:`collector.intake`: a register above the configured
+   maximum, power beyond the model's rating, a time before the meter was installed or beyond the
+   horizon). Rejection rows are rate-bound per topic prefix, and their topic, reason and payload
+   are cut, so a flood of hostile messages cannot grow the table without bound.
 2. Readings repeated inside the batch are dropped; the rest are written with a binary ``COPY``
    straight into ``readings`` — the common case, new readings, at close to the speed of a raw
    ``COPY``.
@@ -27,18 +31,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
 from psycopg import errors
 
+from collector.intake import IntakeLimits, MeterFacts, RejectionBound, impossible, topic_prefix
 from collector.units import Unit
 
 log = logging.getLogger(__name__)
 
-MAX_PAYLOAD = 64 * 1024  # rejected_messages.payload is cut here
+MAX_PAYLOAD = 16 * 1024  # rejected_messages.payload is cut here
+MAX_TOPIC = 256  # rejected_messages.topic is cut here (characters)
+MAX_REASON = 500  # and the reason
 _COLUMNS = (
     "meter_id, ts, energy_import_kwh, energy_export_kwh, power_w, voltage_v, current_a,"
     " frequency_hz, source"
@@ -66,6 +73,12 @@ SELECT * FROM unnest(%b::integer[], %b::timestamptz[]) ORDER BY 1
 ON CONFLICT (meter_id) DO UPDATE SET last_reading_ts = EXCLUDED.last_reading_ts
 WHERE ms.last_reading_ts IS NULL OR ms.last_reading_ts < EXCLUDED.last_reading_ts
 """
+# A meter's installation time is ``meters.installed_at`` (issue 13's migration adds it: a
+# replacement meter's swap time); read through to_jsonb so this works with or without it.
+_RESOLVE = (
+    "SELECT serial, id, model, (to_jsonb(m) ->> 'installed_at')::timestamptz"
+    " FROM meters m WHERE serial = ANY(%s)"
+)
 _COPY_REJECTED = (
     "COPY rejected_messages (received_at, collector_id, source, topic, meter_serial, reason,"
     " payload) FROM STDIN (FORMAT BINARY)"
@@ -91,12 +104,15 @@ class WriteResult:
     newest: dict[int, datetime] = field(default_factory=dict)  # per meter id, this batch
 
 
-def _text(value: str | None) -> str | None:
+def _text(value: str | None, limit: int | None = None) -> str | None:
     """Text PostgreSQL accepts: no NUL characters, no lone surrogates (a rejected message's topic
-    or reason may quote anything)."""
+    or reason may quote anything), at most ``limit`` characters (cut ones end in "…")."""
     if value is None:
         return None
-    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\\0")
+    if limit is not None and len(value) > limit:
+        value = value[: limit - 1] + "…"  # (before the NUL escapes: cut first, never slow)
+    text = value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\\0")
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _is_data_error(exc: psycopg.Error) -> bool:
@@ -123,6 +139,7 @@ class Writer:
         connect_timeout: float = 5.0,
         fast_path: bool = True,
         status_interval: float = 1.0,
+        limits: IntakeLimits | None = None,
     ) -> None:
         self.conninfo = conninfo
         self.collector_id = collector_id
@@ -131,8 +148,24 @@ class Writer:
         self.status_interval = status_interval
         self._conn: psycopg.Connection | None = None
         self._ids: dict[str, int] = {}  # meters are never deleted, so ids stay valid
+        self._facts: dict[int, MeterFacts] = {}  # model and installation time, per meter id
+        self.limits = limits or IntakeLimits()
         self._pending_status: dict[int, datetime] = {}  # committed, not yet in meter_status
         self._status_at = float("-inf")
+        # A test hook: called inside each batch's transaction after its readings went in; an
+        # exception from it rolls the batch back and reaches the pipeline as a writer failure.
+        self.fault_hook: Callable[[Sequence[Unit]], None] | None = None
+
+    @property
+    def limits(self) -> IntakeLimits:
+        """The intake bounds applied to every unit (collector/intake.py); setting them starts a
+        new rejection rate window."""
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: IntakeLimits) -> None:
+        self._limits = limits
+        self._bound = RejectionBound(limits)
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -232,9 +265,12 @@ class Writer:
         missing = [s for s in set(serials) if s not in ids and "\x00" not in s]
         if missing:
             found = conn.execute(
-                "SELECT serial, id FROM meters WHERE serial = ANY(%s)", (missing,)
+                _RESOLVE,
+                (missing,),
             ).fetchall()
-            ids.update(found)
+            for serial, meter_id, model, installed_at in found:
+                ids[serial] = meter_id
+                self._facts[meter_id] = MeterFacts(model, installed_at)
         return ids
 
     def _write_batch(
@@ -261,7 +297,11 @@ class Writer:
                     unknown = r.serial
                     break
             if unknown is not None:
-                rejected.append((unit, f"unknown meter serial {unknown!r}"))
+                rejected.append((unit, f"unknown meter serial {unknown!r:.80}"))
+                continue
+            why = self._impossible(unit, ids)
+            if why is not None:
+                rejected.append((unit, why))
                 continue
             source = unit.source
             for r in readings:
@@ -294,9 +334,24 @@ class Writer:
                 result.newest = newest
             if rejected:
                 self._record_rejections(cur, rejected)
+        if self.fault_hook is not None:
+            self.fault_hook(units)
         result.duplicates = duplicates
         result.rejected = [(u.source, reason) for u, reason in rejected]
         return result
+
+    def _impossible(self, unit: Unit, ids: dict[str, int]) -> str | None:
+        """The first reading of ``unit`` no meter could measure, as a reason (collector.intake)."""
+        limits, facts, received, backfill = (
+            self.limits, self._facts, unit.received_at, unit.source == "backfill"
+        )  # fmt: skip
+        many = len(unit.readings) > 1
+        for i, r in enumerate(unit.readings):
+            meter = facts.get(ids[r.serial]) or MeterFacts()
+            why = impossible(r, meter, limits, received_at=received, backfill=backfill)
+            if why is not None:
+                return f"reading {i + 1} of {len(unit.readings)}: {why}" if many else why
+        return None
 
     def _copy(self, cur: psycopg.Cursor, statement: str, rows: list[Row]) -> None:
         with cur.copy(statement) as copy:
@@ -331,9 +386,30 @@ class Writer:
         return total
 
     def _record_rejections(self, cur: psycopg.Cursor, rejected: list[tuple[Unit, str]]) -> None:
+        """One row per rejection, within the rate bound (collector.intake.RejectionBound); the
+        rest are counted by the caller as rejected and logged here per topic prefix."""
+        bound = self._bound
+        kept = [
+            (unit, reason)
+            for unit, reason in rejected
+            if bound.admit(topic_prefix(unit.topic, unit.source), unit.received_at)
+        ]
+        newly = bound.newly_suppressed()
+        if newly:
+            limits = self.limits
+            log.warning(
+                "more than %d rejections under topic prefix %s (or %d in all) within %g s: "
+                "further ones are counted in the metrics, not stored",
+                limits.rejections_per_prefix,
+                ", ".join(repr(_text(p, 64)) for p in newly[:5]) + (" …" if len(newly) > 5 else ""),
+                limits.rejections_total,
+                limits.rejection_window,
+            )
+        if not kept:
+            return
         with cur.copy(_COPY_REJECTED) as copy:
             copy.set_types(_REJECTED_TYPES)
-            for unit, reason in rejected:
+            for unit, reason in kept:
                 serial = unit.serial or (unit.readings[0].serial if unit.readings else None)
                 payload = unit.payload[:MAX_PAYLOAD] if unit.payload is not None else None
                 copy.write_row(
@@ -341,9 +417,9 @@ class Writer:
                         unit.received_at,
                         self.collector_id,
                         unit.source,
-                        _text(unit.topic),
-                        _text(serial),
-                        _text(reason),
+                        _text(unit.topic, MAX_TOPIC),
+                        _text(serial, 64),
+                        _text(reason, MAX_REASON),
                         payload,
                     )
                 )

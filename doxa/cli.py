@@ -39,6 +39,7 @@ def cli(ctx: click.Context) -> None:
 
 def _register_commands() -> None:
     from doxa.commands import (
+        backfill,
         bills,
         collect,
         db,
@@ -47,7 +48,9 @@ def _register_commands() -> None:
         meters,
         notify,
         outages,
+        readings,
         rollup,
+        scheduler,
         services,
         simulate,
         users,
@@ -55,9 +58,11 @@ def _register_commands() -> None:
     )
 
     for module in (db, meters, services, collect, simulate, bills, export, users, web, demo,
-                   notify):  # fmt: skip
+                   notify, backfill):  # fmt: skip
         cli.add_command(module.command)
     cli.add_command(outages.command)
+    cli.add_command(scheduler.command)
+    cli.add_command(readings.command)
     cli.add_command(rollup.rollup_command)
     cli.add_command(rollup.retention_command)
 

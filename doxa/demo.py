@@ -7,7 +7,8 @@ inventory they write) → import both fleets' inventories → back-fill history 
 own load model → last periods' bills → staff users → the collector's MQTT session exists → the
 collector → the MQTT meters → the website → the notifier (``doxa notify run``), which delivers
 the demo customers' email to a local mailbox (an SMTP server in this process writing a Maildir
-under ``DOXA_HOME/demo/mail``). Ctrl-C stops them in the reverse order.
+under ``DOXA_HOME/demo/mail``) → the scheduler (``doxa scheduler``).
+Ctrl-C stops them in the reverse order.
 """
 
 from __future__ import annotations
@@ -274,6 +275,11 @@ class Demo:
     def start_notifier(self, env: dict[str, str]) -> Child:
         return self.spawn("notify", ["notify", "run", "--worker-id", "demo"], env)
 
+    def start_scheduler(self, env: dict[str, str]) -> Child:
+        """``doxa scheduler``: the daily bills of the customers whose reading day it is, the
+        outage notices and the notices' delivery (beside the notifier: they share the outbox)."""
+        return self.spawn("scheduler", ["scheduler"], env)
+
     def stop(self) -> None:
         """Children in reverse order (the collector flushes its batches), then the services."""
         for child in reversed(self.children):
@@ -350,6 +356,7 @@ def run_demo(demo: Demo, echo: Callable[[str], None] = click.echo) -> None:
             demo.start_mqtt(env)
             _, site = demo.start_web(env)
             demo.start_notifier(env)
+            demo.start_scheduler(env)
             _banner(echo, site, url, samples, users, metrics_port, demo.log_dir,
                     time.monotonic() - started, demo.mail_dir)  # fmt: skip
             while not stop.wait(1.0):

@@ -63,6 +63,12 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _hhmm(text: str) -> Any:
+    from operations.schedule import parse_hhmm
+
+    return parse_hhmm(text)
+
+
 def _subscriptions(text: str) -> tuple[tuple[str, str], ...]:
     """``filter=format,filter=format`` → pairs; each filter needs exactly one ``+`` (the serial)."""
     pairs = []
@@ -155,6 +161,38 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
     ),
     Setting(
+        "DOXA_METRICS_HOST",
+        "127.0.0.1",
+        "address the collector's /metrics listens on (doxa collect --metrics-port); it has no "
+        "authentication, so only 127.0.0.1 by default",
+    ),
+    Setting(
+        "DOXA_MAX_REGISTER_KWH",
+        "1e9",
+        "largest energy register (kWh) the collector accepts; a reading above it is rejected",
+        _positive_float,
+    ),
+    Setting(
+        "DOXA_MAX_POWER_W",
+        "1e6",
+        "largest |power| (W) accepted from a meter whose model has no built-in rating (MQTT, "
+        "generic); sdm120, sdm630 and ddsu666 are bounded by their own rating",
+        _positive_float,
+    ),
+    Setting(
+        "DOXA_READING_HORIZON_DAYS",
+        "400",
+        "readings older than this many days when received are rejected (and any before the "
+        "meter's installed_at); older history goes through doxa backfill",
+        _positive_int,
+    ),
+    Setting(
+        "DOXA_REJECTED_RETENTION_DAYS",
+        "14",
+        "rejected MQTT/Modbus messages are deleted by the collector after this many days",
+        _positive_int,
+    ),
+    Setting(
         "DOXA_WEB_WORKERS",
         "2",
         "processes of the production web server (doxa web); about one per CPU core",
@@ -200,6 +238,24 @@ SETTINGS: tuple[Setting, ...] = (
         "8",
         "tries of a notice before it is dead (back-off 30 s, 1, 2, 4… minutes, at most 1 h)",
         _positive_int,
+    ),
+    Setting(
+        "DOXA_SCHEDULER_DAILY_AT",
+        "02:00",
+        "local time (HH:MM) the scheduler's daily jobs start; bills run 30 minutes later",
+        _hhmm,
+    ),
+    Setting(
+        "DOXA_SCHEDULER_NOTICES_EVERY",
+        "60",
+        "seconds between the scheduler's deliveries of due notices",
+        _positive_int,
+    ),
+    Setting(
+        "DOXA_SCHEDULER_SKIP",
+        "",
+        "scheduler jobs to leave out, comma-separated (doxa scheduler --list names them)",
+        lambda text: tuple(sorted({n.strip() for n in text.split(",") if n.strip()})),
     ),
     Setting(
         "DOXA_MODBUS_MODELS",

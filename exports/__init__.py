@@ -222,15 +222,19 @@ def readings(
     tz: str,
     selection: Selection = Selection(),
     max_days: int | None = None,
+    history: bool = False,
 ) -> ExportSpec:
     """Readings of local days ``date_from``..``date_to`` (inclusive), by time then meter; at
-    most ``max_days`` days when given (the website passes :data:`MAX_EXPORT_DAYS`)."""
+    most ``max_days`` days when given (the website passes :data:`MAX_EXPORT_DAYS`). With
+    ``history``, one row per version of each reading (contract §12)."""
     check_days(date_from, date_to, max_days)
     params: dict[str, Any] = {
         "start": local_day_start(date_from, tz),
         "end": local_day_start(date_to + timedelta(days=1), tz),
     }
     where = _where(selection, params)
+    if history:
+        return _readings_history(date_from, date_to, tz, selection, params, where)
     query = f"""
         SELECT m.serial AS meter_serial, c.code AS customer_code, {_iso("r.ts")} AS ts,
                r.energy_import_kwh, r.energy_export_kwh, r.power_w, r.voltage_v, r.current_a,
@@ -248,6 +252,104 @@ def readings(
         timezone=tz,
         filename=f"readings_{date_from}_{date_to}",
         detail={"from": str(date_from), "to": str(date_to), **selection.describe()},
+    )
+
+
+READINGS_HISTORY_COLUMNS = (
+    *READINGS_COLUMNS,
+    Column("version", "number"),
+    Column("actor"),
+    Column("changed_at"),
+    Column("reason"),
+)
+
+
+def _readings_history(
+    date_from: date,
+    date_to: date,
+    tz: str,
+    selection: Selection,
+    params: dict[str, Any],
+    where: str,
+) -> ExportSpec:
+    """Every version of each reading (``reading_versions``; a reading never edited or estimated
+    is its one version, by its source, when it arrived), oldest version first."""
+    query = f"""
+        SELECT m.serial AS meter_serial, c.code AS customer_code, {_iso("r.ts")} AS ts,
+               coalesce(v.energy_import_kwh, r.energy_import_kwh) AS energy_import_kwh,
+               r.energy_export_kwh, r.power_w, r.voltage_v, r.current_a,
+               coalesce(v.quality, r.quality) AS quality, coalesce(v.version, 1) AS version,
+               coalesce(v.actor, r.source) AS actor,
+               {_iso("coalesce(v.changed_at, r.received_at)")} AS changed_at,
+               coalesce(v.reason, '') AS reason
+        FROM readings r
+        JOIN meters m ON m.id = r.meter_id
+        JOIN customers c ON c.id = m.customer_id
+        LEFT JOIN reading_versions v ON v.meter_id = r.meter_id AND v.ts = r.ts
+        WHERE r.ts >= %(start)s AND r.ts < %(end)s AND {where}
+        ORDER BY r.ts, m.serial, v.version"""
+    return ExportSpec(
+        kind="readings",
+        columns=READINGS_HISTORY_COLUMNS,
+        query=sql.SQL(query),  # type: ignore[arg-type]  # built from constants above
+        params=params,
+        timezone=tz,
+        filename=f"readings-history_{date_from}_{date_to}",
+        detail={"from": str(date_from), "to": str(date_to), "history": True,
+                **selection.describe()},
+    )  # fmt: skip
+
+
+EXCEPTIONS_COLUMNS = (
+    Column("meter_serial"),
+    Column("customer_code"),
+    Column("rule"),
+    Column("ts_from"),
+    Column("ts_to"),
+    Column("state"),
+    Column("reason"),
+)
+
+
+def reading_exceptions(
+    date_from: date | None,
+    date_to: date | None,
+    tz: str,
+    selection: Selection = Selection(),
+    open_only: bool = False,
+) -> ExportSpec:
+    """Validation exceptions (contract §12), those touching local days FROM..TO when given,
+    newest first."""
+    params: dict[str, Any] = {"open": open_only, "start": None, "end": None}
+    if date_from is not None or date_to is not None:
+        if date_from is None or date_to is None:
+            raise ExportError("give both --from and --to, or neither")
+        check_days(date_from, date_to)
+        params["start"] = local_day_start(date_from, tz)
+        params["end"] = local_day_start(date_to + timedelta(days=1), tz)
+    where = _where(selection, params)
+    query = f"""
+        SELECT m.serial AS meter_serial, c.code AS customer_code, e.rule,
+               {_iso("e.ts_from")} AS ts_from, {_iso("e.ts_to")} AS ts_to, e.state, e.reason
+        FROM reading_exceptions e
+        JOIN meters m ON m.id = e.meter_id
+        JOIN customers c ON c.id = m.customer_id
+        WHERE (NOT %(open)s OR e.state = 'open')
+          AND (%(start)s::timestamptz IS NULL OR e.ts_to >= %(start)s::timestamptz)
+          AND (%(end)s::timestamptz IS NULL OR e.ts_from < %(end)s::timestamptz)
+          AND {where}
+        ORDER BY e.ts_from DESC, m.serial, e.rule"""
+    detail: dict[str, Any] = {"open": open_only, **selection.describe()}
+    if date_from is not None:
+        detail.update({"from": str(date_from), "to": str(date_to)})
+    return ExportSpec(
+        kind="reading_exceptions",
+        columns=EXCEPTIONS_COLUMNS,
+        query=sql.SQL(query),  # type: ignore[arg-type]  # built from constants above
+        params=params,
+        timezone=tz,
+        filename="reading-exceptions",
+        detail=detail,
     )
 
 

@@ -19,6 +19,7 @@ from lookup_web import (
     customers,
     db,
     errors,
+    exceptions,
     health,
     i18n,
     ops,
@@ -28,12 +29,14 @@ from lookup_web import (
     service_requests,
     staff,
 )
+from lookup_web.json_provider import FiniteJSONProvider
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. ``config`` must give ``DATABASE_URL``; ``SECRET_KEY`` is random if absent
     (fine for one process of the demo or a test, not for production)."""
     app = Flask(__name__)
+    app.json = FiniteJSONProvider(app)  # never NaN/Infinity tokens (issue 20)
     app.config.update(
         SECRET_KEY=secrets.token_hex(32),
         TIMEZONE="Asia/Ho_Chi_Minh",
@@ -57,6 +60,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint)
     app.register_blueprint(outages.bp)
     app.register_blueprint(service_requests.bp)
+    app.register_blueprint(exceptions.bp)
     return app
 
 

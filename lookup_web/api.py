@@ -242,6 +242,19 @@ def gateways() -> Any:
     return jsonify(gateways=[ops.as_json(gw) for gw in found])
 
 
+@bp.get("/metrics")
+@api_requires("view_ops")
+def metrics() -> Any:
+    """The fleet's health as Prometheus gauges (``lookup_web.metrics``), for the alert rules."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from lookup_web.metrics import exposition
+
+    with db.connection() as conn:
+        body = exposition(conn, ops.Thresholds.from_config(), clock.now())
+    return current_app.response_class(body, mimetype=None, content_type=CONTENT_TYPE_LATEST)
+
+
 @bp.get("/meters/stale")
 @api_requires("view_ops")
 def stale_meters() -> Any:

@@ -347,6 +347,31 @@ def readings_csv(customer_id: int, serial: str) -> Response:
     )
 
 
+@bp.get("/meters/<serial>/greenbutton.xml")
+@customer_required
+def greenbutton_xml(customer_id: int, serial: str) -> Response:
+    """The customer's own interval use as a Green Button (ESPI) feed for local days
+    ``from``..``to``: the same range rules and file as the CSV beside it and
+    ``doxa export greenbutton`` (``exports.greenbutton``)."""
+    from exports import greenbutton
+
+    zone = _zone()
+    today = _now().astimezone(zone).date()
+    last = _parse_day("to", today)
+    first = _parse_day("from", last - timedelta(days=CSV_DEFAULT_DAYS - 1))
+    if first > last or (last - first).days >= CSV_MAX_DAYS:
+        abort(400)
+    with db.connection() as conn:
+        _customer, m, _meters = _customer_and_meter(conn, customer_id, serial)
+        body, _count = greenbutton.export(conn, [m.serial], first, last, zone, _now())
+    filename = f"doxa-{m.serial}-{first.isoformat()}-{last.isoformat()}-greenbutton.xml"
+    return Response(
+        body,
+        mimetype=greenbutton.MEDIA_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
 @bp.get("/bills")
 @customer_required
 def bills(customer_id: int) -> str:

@@ -13,6 +13,8 @@
 - **Rejected messages**: the newest rejected MQTT/Modbus messages with their reasons.
 - **Customers' notices**: the outbox per kind of notice (``care.outbox.summary``): waiting,
   being sent, sent, dead (with the latest error), expired; the oldest still waiting.
+- **Scheduled jobs** (``doxa scheduler``, ``operations``): each job's latest run and the newest
+  runs (``job_runs``): the instant it ran for, start, end, outcome, counts, error.
 - **Read completeness** per province for yesterday (local day): meters with at least one reading
   in every interval of the day ÷ all active meters. Read from the daily rollup
   (``province_days``, written by ``schema.rollup``) once that day is rolled up; until then it
@@ -48,6 +50,7 @@ from lookup_web import auth, clock, db
 from metering.expected import MQTT_INTERVAL_S, POLL_INTERVAL_S
 from schema import audit
 from schema.rollup import INTERVAL_JOINS, INTERVAL_SQL
+from vee import store as vee_store
 
 bp = Blueprint("ops", __name__, url_prefix="/ops")
 
@@ -340,10 +343,12 @@ def stale_meters(
 
 
 def rejected_messages(conn: psycopg.Connection, limit: int) -> list[RejectedMessage]:
+    """The newest ``limit`` rejections, their text cut (topic 120, reason 300 and payload 160
+    characters) so the page stays small whatever was sent (issue 20)."""
     rows = conn.execute(
         """
-        SELECT received_at, collector_id, source, topic, meter_serial, reason,
-               coalesce(encode(substring(payload FROM 1 FOR 160), 'escape'), '')
+        SELECT received_at, collector_id, source, left(topic, 120), left(meter_serial, 64),
+               left(reason, 300), coalesce(encode(substring(payload FROM 1 FOR 160), 'escape'), '')
         FROM rejected_messages
         ORDER BY received_at DESC, id DESC
         LIMIT %s""",
@@ -454,6 +459,30 @@ def cached_completeness(
     return yesterday, compute(conn, yesterday, tz, Thresholds.from_config())
 
 
+@dataclass(frozen=True)
+class JobRun:
+    job: str
+    scheduled_for: datetime
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str
+    counts: dict[str, int]
+    error: str | None
+    host: str | None
+
+
+def job_runs(conn: psycopg.Connection, limit: int) -> tuple[list[JobRun], list[JobRun]]:
+    """Each job's latest run, and the ``limit`` newest runs of all jobs."""
+    columns = "job, scheduled_for, started_at, ended_at, outcome, counts, error, host"
+    latest = conn.execute(
+        f"SELECT DISTINCT ON (job) {columns} FROM job_runs ORDER BY job, started_at DESC, id DESC"
+    ).fetchall()
+    newest = conn.execute(
+        f"SELECT {columns} FROM job_runs ORDER BY started_at DESC, id DESC LIMIT %s", (limit,)
+    ).fetchall()
+    return [JobRun(*r) for r in latest], [JobRun(*r) for r in newest]
+
+
 # -- the page ----------------------------------------------------------------------------------
 
 
@@ -472,6 +501,8 @@ def dashboard() -> Any:
         rejected_1h = count_rejected(conn, now)
         day, complete = cached_completeness(conn, tz, now)
         notices = outbox.summary(conn)  # customers' notices per kind (care/outbox.py)
+        exceptions = vee_store.open_counts_by_province(conn)  # validation (vee/store.py)
+        jobs_latest, jobs_newest = job_runs(conn, min(limit, 30))
     return render_template(
         "ops/dashboard.html",
         collectors=collector_list,
@@ -483,6 +514,9 @@ def dashboard() -> Any:
         completeness=complete,
         completeness_day=day,
         notices=notices,
+        exceptions=exceptions,
+        jobs_latest=jobs_latest,
+        jobs_newest=jobs_newest,
         thresholds=thresholds,
         refresh=int(setting("OPS_REFRESH")),
         now=now,

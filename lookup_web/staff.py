@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import Iterator
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 from flask import (
@@ -42,7 +43,7 @@ from wtforms.validators import DataRequired, Length, Optional, Regexp, Validatio
 
 import exports
 from billing.periods import FIRST_YEAR, LAST_YEAR, PERIOD
-from lookup_web import auth, db
+from lookup_web import auth, clock, db
 from lookup_web.security import client_address, safe_redirect_target
 from schema import audit, users
 from schema.identifiers import CUSTOMER_PREFIX
@@ -95,6 +96,15 @@ def _check_day(day: Any) -> None:
 
 
 class ReadingsForm(_ExportForm):
+    fmt = RadioField(
+        _l("Format"),
+        choices=[
+            SelectChoice("csv", "CSV"),
+            SelectChoice("xlsx", "XLSX (Excel)"),
+            SelectChoice("greenbutton", _l("Green Button (ESPI XML; meter serials required)")),
+        ],
+        default="csv",
+    )
     date_from = DateField(_l("From (local day)"), validators=[DataRequired()])
     date_to = DateField(_l("To (local day, included)"), validators=[DataRequired()])
     meters = TextAreaField(
@@ -264,6 +274,8 @@ def _export(which: str) -> Any:
                         _("Unknown meter serial: %(serials)s", serials=", ".join(unknown[:5]))
                     )
                     return _render_exports(forms, 400)
+                if form.fmt.data == "greenbutton":
+                    return _greenbutton(conn, forms, form, serials)
                 spec = exports.readings(
                     form.date_from.data,
                     form.date_to.data,
@@ -279,6 +291,41 @@ def _export(which: str) -> Any:
             form.form_errors.append(str(exc))
             return _render_exports(forms, 400)
     return _stream(spec, form.fmt.data)
+
+
+def _greenbutton(
+    conn: psycopg.Connection,
+    forms: dict[str, FlaskForm],
+    form: ReadingsForm,
+    serials: tuple[str, ...],
+) -> Any:
+    """The Green Button feed of a list of meters (``exports.greenbutton``), audited."""
+    from exports import greenbutton
+
+    if not serials or len(serials) > greenbutton.MAX_METERS:
+        form.meters.errors.append(
+            _("Green Button needs meter serials (at most %(n)d).", n=greenbutton.MAX_METERS)
+        )
+        return _render_exports(forms, 400)
+    zone = ZoneInfo(str(current_app.config["TIMEZONE"]))
+    first, last = form.date_from.data, form.date_to.data
+    body, intervals = greenbutton.export(
+        conn, serials, first, last, zone, clock.now(), max_days=exports.MAX_EXPORT_DAYS
+    )
+    audit.record(
+        conn,
+        current_user.username,
+        "export.greenbutton",
+        {"meters": list(serials), "from": str(first), "to": str(last), "via": "web",
+         "ip": client_address()},
+        intervals,
+    )  # fmt: skip
+    response = Response(body, mimetype=greenbutton.MEDIA_TYPE)
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="greenbutton_{first}_{last}.xml"'
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.post("/exports/readings")

@@ -34,6 +34,9 @@ REQUIRED_COLUMNS = (
     "multiplier",
 )
 OPTIONAL_COLUMNS = ("collector_id",)
+# Gateway quirks (contract §11b): per gateway, so the meters of one host:port must agree.
+GATEWAY_COLUMNS = ("framing", "request_delay_ms", "timeout_ms")
+FRAMINGS = ("tcp", "rtu-over-tcp")
 MAX_REPORTED = 50
 
 
@@ -54,6 +57,11 @@ class InventoryRow:
     unit_id: int | None
     multiplier: Decimal
     collector_id: str | None
+    gateway: GatewayOptions | None = None  # Modbus meters only
+
+    @property
+    def gateway_key(self) -> str:
+        return f"{self.host}:{self.port}"
 
     @property
     def customer_fields(self) -> tuple[str, str, str, str, int]:
@@ -64,6 +72,30 @@ class InventoryRow:
             self.tariff_group,
             self.reading_day,
         )
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    """How a Modbus gateway is spoken to; one value per host:port (contract §11b)."""
+
+    framing: str = "tcp"
+    request_delay_ms: int = 0
+    timeout_ms: int | None = None  # None: the collector's DOXA_MODBUS_TIMEOUT
+
+    def describe(self) -> str:
+        timeout = "default" if self.timeout_ms is None else f"{self.timeout_ms} ms"
+        return (
+            f"framing {self.framing}, request_delay_ms {self.request_delay_ms}, timeout {timeout}"
+        )
+
+
+def _gateway_options(get: dict[str, str]) -> GatewayOptions:
+    framing = get.get("framing", "").lower() or "tcp"
+    if framing not in FRAMINGS:
+        raise _RowProblem("framing", f"{get['framing']!r} is not one of {', '.join(FRAMINGS)}")
+    delay = _int_in(get, "request_delay_ms", 0, 60_000) if get.get("request_delay_ms") else 0
+    timeout = _int_in(get, "timeout_ms", 1, 600_000) if get.get("timeout_ms") else None
+    return GatewayOptions(framing, delay, timeout)
 
 
 class _RowProblem(ValueError):
@@ -115,6 +147,7 @@ def _parse_row(
     protocol = get["protocol"].lower()
     model = host = None
     port = unit_id = None
+    gateway: GatewayOptions | None = None
     if protocol == "modbus":
         model = get["model"].lower()
         if model not in models:
@@ -126,9 +159,10 @@ def _parse_row(
             raise _RowProblem("host", "is empty" if not host else f"{host!r} is not a host name")
         port = _int_in(get, "port", 1, 65535)
         unit_id = _int_in(get, "unit_id", 1, 247)
+        gateway = _gateway_options(get)
     elif protocol == "mqtt":
-        for column in ("host", "port", "unit_id"):
-            if get[column]:
+        for column in ("host", "port", "unit_id", *GATEWAY_COLUMNS):
+            if get.get(column):
                 raise _RowProblem(column, "applies only to modbus meters; leave it empty for mqtt")
         model = get["model"].lower() or None
     else:
@@ -160,6 +194,7 @@ def _parse_row(
         unit_id=unit_id,
         multiplier=multiplier,
         collector_id=collector_id,
+        gateway=gateway,
     )
 
 
@@ -179,7 +214,7 @@ def parse_inventory(
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         problems.append(f"line 1: missing column(s): {', '.join(missing)}")
-    unknown = [h for h in header if h not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    unknown = [h for h in header if h not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS + GATEWAY_COLUMNS]
     if unknown:
         problems.append(f"line 1: unknown column(s): {', '.join(repr(h) for h in unknown)}")
     duplicated = sorted({h for h in header if header.count(h) > 1})
@@ -192,6 +227,7 @@ def parse_inventory(
     customers: dict[str, InventoryRow] = {}
     serials: dict[str, int] = {}
     addresses: dict[tuple[str | None, int | None, int | None], int] = {}
+    gateways: dict[str, InventoryRow] = {}  # host:port → its first row
     line = 1
     try:
         for record in reader:
@@ -227,6 +263,14 @@ def parse_inventory(
                         f"already used on line {addresses[address]}"
                     )
                     continue
+                first_on = gateways.setdefault(row.gateway_key, row)
+                if first_on.gateway != row.gateway:
+                    problems.append(
+                        f"line {line}: gateway {row.gateway_key} has other options than on line "
+                        f"{first_on.line} ({_describe(row)} here, {_describe(first_on)} there); "
+                        "the meters of one gateway must agree"
+                    )
+                    continue
                 addresses[address] = line
             serials[row.meter_serial] = line
             rows.append(row)
@@ -237,6 +281,10 @@ def parse_inventory(
     if not rows:
         raise InventoryError(["line 2: the file has a header but no meters"])
     return rows
+
+
+def _describe(row: InventoryRow) -> str:
+    return (row.gateway or GatewayOptions()).describe()
 
 
 def known_tariff_groups(conn: psycopg.Connection) -> set[str]:
@@ -279,8 +327,43 @@ def _check_against_database(conn: psycopg.Connection, rows: list[InventoryRow]) 
                     f"line {row.line}, column unit_id: {row.host}:{row.port} unit {row.unit_id} "
                     f"belongs to meter {holder}"
                 )
+    problems += _check_gateways(conn, modbus)
     if problems:
         raise InventoryError(problems[:MAX_REPORTED])
+
+
+def _check_gateways(conn: psycopg.Connection, modbus: list[InventoryRow]) -> list[str]:
+    """The file's gateway options against the stored meters of those gateways that the file does
+    not name (the ones it names are updated together)."""
+    if not modbus:
+        return []
+    named = {r.meter_serial for r in modbus}
+    first: dict[str, InventoryRow] = {}
+    for row in modbus:
+        first.setdefault(row.gateway_key, row)
+    problems: list[str] = []
+    for host, port, serial, framing, delay, timeout in conn.execute(
+        "SELECT host, port, serial, framing, request_delay_ms, timeout_ms FROM meters"
+        " WHERE protocol = 'modbus' AND active AND host = ANY(%s) AND NOT serial = ANY(%s)",
+        (sorted({r.host or "" for r in modbus}), sorted(named)),
+    ):
+        mine = first.get(f"{host}:{port}")
+        if mine is None:
+            continue
+        stored = GatewayOptions(framing, delay, timeout)
+        if (mine.gateway or GatewayOptions()) != stored:
+            problems.append(
+                f"line {mine.line}: gateway {mine.gateway_key} has other options than its stored "
+                f"meter {serial} ({_describe(mine)} here, {stored.describe()} stored); the meters "
+                "of one gateway must agree"
+            )
+            first.pop(mine.gateway_key)  # one problem per gateway
+    return problems
+
+
+def _options(row: InventoryRow) -> tuple[str, int, int | None]:
+    g = row.gateway or GatewayOptions()
+    return g.framing, g.request_delay_ms, g.timeout_ms
 
 
 def import_inventory(conn: psycopg.Connection, rows: list[InventoryRow]) -> tuple[int, int]:
@@ -302,14 +385,17 @@ def import_inventory(conn: psycopg.Connection, rows: list[InventoryRow]) -> tupl
             )  # fmt: skip
             cur.executemany(
                 "INSERT INTO meters (serial, customer_id, protocol, model, host, port, unit_id,"
-                " multiplier, collector_id)"
-                " SELECT %s, id, %s, %s, %s, %s, %s, %s, %s FROM customers WHERE code = %s"
+                " multiplier, collector_id, framing, request_delay_ms, timeout_ms)"
+                " SELECT %s, id, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s FROM customers"
+                " WHERE code = %s"
                 " ON CONFLICT (serial) DO UPDATE SET protocol = EXCLUDED.protocol,"
                 " model = EXCLUDED.model, host = EXCLUDED.host, port = EXCLUDED.port,"
                 " unit_id = EXCLUDED.unit_id, multiplier = EXCLUDED.multiplier,"
-                " collector_id = EXCLUDED.collector_id, active = true, updated_at = now()",
+                " collector_id = EXCLUDED.collector_id, framing = EXCLUDED.framing,"
+                " request_delay_ms = EXCLUDED.request_delay_ms, timeout_ms = EXCLUDED.timeout_ms,"
+                " active = true, updated_at = now()",
                 [(r.meter_serial, r.protocol, r.model, r.host, r.port, r.unit_id, r.multiplier,
-                  r.collector_id, r.customer_code) for r in rows],
+                  r.collector_id, *_options(r), r.customer_code) for r in rows],
             )  # fmt: skip
         conn.execute("UPDATE inventory_version SET version = version + 1, changed_at = now()")
     return len(customers), len(rows)

@@ -150,18 +150,41 @@ def registers(
                 points[meter][p.ts] = p
     spans = {m: (min(found), max(found)) for m, found in points.items() if found}
     replacements, steps = _breaks(conn, spans)
-    out = {}
-    for meter in wanted:
-        known = points.get(meter, {})
-        meter_steps = steps.get(meter, [])
-        for before, after in meter_steps:
-            known.setdefault(before.ts, before)
-            known.setdefault(after.ts, after)
-        resets, glitches = breaks(replacements.get(meter, []), meter_steps)
-        out[meter] = Register.from_readings(
-            known.values(), resets, glitches, (serials or {}).get(meter, "")
+    return {
+        meter: _register(
+            points.get(meter, {}),
+            replacements.get(meter, []),
+            steps.get(meter, []),
+            (serials or {}).get(meter, ""),
         )
-    return out
+        for meter in wanted
+    }
+
+
+def register_of_readings(
+    conn: psycopg.Connection[Any], meter: int, readings: Sequence[Point], serial: str = ""
+) -> Register:
+    """One meter's register from every reading of a range, fetched by the caller in one scan
+    (the Green Button export asks about each reading, so no nearest-reading probes), with the
+    replacements and steps within their span."""
+    known = {p.ts: p for p in readings}
+    if not known:
+        return Register.from_readings([], meter=serial)
+    replacements, steps = _breaks(conn, {meter: (min(known), max(known))})
+    return _register(known, replacements.get(meter, []), steps.get(meter, []), serial)
+
+
+def _register(
+    known: dict[datetime, Point],
+    replacements: Sequence[Replacement],
+    steps: Sequence[tuple[Point, Point]],
+    serial: str,
+) -> Register:
+    for before, after in steps:
+        known.setdefault(before.ts, before)
+        known.setdefault(after.ts, after)
+    resets, glitches = breaks(replacements, steps)
+    return Register.from_readings(known.values(), resets, glitches, serial)
 
 
 def _breaks(

@@ -24,7 +24,7 @@ PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
 
 # ---- 1. Debian packages -------------------------------------------------------------------
 want=(postgresql-$PG_MAJOR postgresql-client-$PG_MAJOR mosquitto mosquitto-clients chromium
-      fonts-dejavu-core python3-venv ca-certificates)
+      fonts-dejavu-core python3-venv ca-certificates prometheus)  # prometheus: promtool (tests)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -35,6 +35,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   apt_update
   quiet as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+    # Only promtool is wanted (make test checks the alert rules): no Prometheus server running.
+    if [ -d /run/systemd/system ]; then
+      as_root systemctl disable --now prometheus >>"$log" 2>&1 || true
+    else
+      as_root service prometheus stop >>"$log" 2>&1 || true
+      as_root update-rc.d prometheus disable >>"$log" 2>&1 || true
+    fi
+  fi
 fi
 
 # ---- 2. TimescaleDB ----------------------------------------------------------------------

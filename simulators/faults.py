@@ -1,17 +1,22 @@
 """Fault specifications as text, for the CLI (``--fault KIND:TARGET[:ARG]``) and scripts.
 
 Modbus: ``timeout:T`` (no answer), ``exception:T[:CODE]`` (default 0x0B), ``delay:T:SECONDS``,
-``reset:T`` (register reset now), ``gateway-down:INDEX`` (0-based). MQTT: ``offline:T:ROUNDS``.
+``reset:T`` (register reset now), ``gateway-down:INDEX`` (0-based); the validation faults
+``rollback:T:KWH``, ``spike:T:KWH`` (now), ``stuck:T:HOURS`` and ``gap:T:HOURS`` (from now).
+MQTT: ``offline:T:ROUNDS``.
 A target T is a meter serial or its 1-based position in the fleet.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 from simulators.modbus import ModbusFleet
 
-MODBUS_KINDS = ("timeout", "exception", "delay", "reset", "gateway-down")
+MODBUS_KINDS = (
+    "timeout", "exception", "delay", "reset", "gateway-down", "rollback", "spike", "stuck", "gap"
+)  # fmt: skip
 
 
 def resolve_target(serials: Sequence[str], target: str) -> str:
@@ -58,6 +63,21 @@ async def apply_modbus_fault(fleet: ModbusFleet, spec: str) -> str:
         seconds = _number(args[1], "delay")
         fleet.set_delay(serial, seconds)
         return f"{serial} answers {seconds:g} s late"
+    if kind in ("rollback", "spike", "stuck", "gap") and len(args) == 2:
+        amount = _number(args[1], "kWh" if kind in ("rollback", "spike") else "hours")
+        now = fleet.clock.now()
+        if kind == "rollback":
+            fleet.inject_rollback(serial, now, amount)
+            return f"{serial} register runs back {amount:g} kWh"
+        if kind == "spike":
+            fleet.inject_spike(serial, now, amount)
+            return f"{serial} register jumps {amount:g} kWh"
+        until = now + timedelta(hours=amount)
+        if kind == "stuck":
+            fleet.inject_stuck(serial, now, until)
+            return f"{serial} register stuck until {until.isoformat()}"
+        fleet.inject_gap(serial, now, until)
+        return f"{serial} silent until {until.isoformat()}"
     if kind == "reset" and len(args) == 1:
         when = fleet.reset_register(serial)
         return f"{serial} register reset at {when.isoformat()}"

@@ -72,18 +72,28 @@ class InventoryLine:
     host: str = ""
     port: int | None = None
     unit_id: int | None = None
+    framing: str = "tcp"  # gateway options (contract §11b)
+    request_delay_ms: int = 0
+
+
+GATEWAY_COLUMNS = ("framing", "request_delay_ms")
 
 
 def inventory_csv(lines: Iterable[InventoryLine]) -> str:
-    """The contract §6 CSV (header and one line per meter; multiplier 1)."""
+    """The contract §6 CSV (header and one line per meter; multiplier 1), with the §11b gateway
+    columns when some gateway needs them."""
+    lines = list(lines)
+    quirky = any(ln.framing != "tcp" or ln.request_delay_ms for ln in lines)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(COLUMNS + GATEWAY_COLUMNS if quirky else COLUMNS)
     for line in lines:
         c = line.customer
-        writer.writerow(
-            [c.code, c.name, c.address, c.province, "residential", c.reading_day, line.serial,
-             line.protocol, line.model, line.host, "" if line.port is None else line.port,
-             "" if line.unit_id is None else line.unit_id, 1]
-        )  # fmt: skip
+        row = [c.code, c.name, c.address, c.province, "residential", c.reading_day, line.serial,
+               line.protocol, line.model, line.host, "" if line.port is None else line.port,
+               "" if line.unit_id is None else line.unit_id, 1]  # fmt: skip
+        if quirky:
+            modbus = line.protocol == "modbus"
+            row += [line.framing if modbus else "", line.request_delay_ms if modbus else ""]
+        writer.writerow(row)
     return out.getvalue()

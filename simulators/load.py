@@ -191,13 +191,44 @@ def grid_frequency_hz(ts: datetime) -> float:
     return 50.0 + 0.1 * (_unit(GRID_SEED ^ step) - 0.5)
 
 
+@dataclass(frozen=True)
+class UseChange:
+    """From ``start`` to ``end`` the meter counts ``factor`` × the load (0: a stuck register,
+    4: a day of four times the use); afterwards the register goes on from where it got to."""
+
+    start: datetime
+    end: datetime
+    factor: float
+
+
 @dataclass
 class MeterLoad:
     """A meter's load with its register resets (meter replaced or cleared): after a reset at
-    time r the import register reads energy(t) − energy(r) and the export register 0."""
+    time r the import register reads energy(t) − energy(r) and the export register 0.
+
+    Validation faults (issue 14) change what the register reads, never the load: ``steps``
+    (at time a the register jumps by k kWh and stays there: k > 0 a spike, k < 0 a rollback),
+    ``changes`` (:class:`UseChange`) and ``silences`` (no reading in [start, end): a gap, seen by
+    :meth:`silent` and the history generators)."""
 
     profile: Profile
     resets: list[datetime] = field(default_factory=list)
+    steps: list[tuple[datetime, float]] = field(default_factory=list)
+    changes: list[UseChange] = field(default_factory=list)
+    silences: list[tuple[datetime, datetime]] = field(default_factory=list)
+
+    def silent(self, ts: datetime) -> bool:
+        return any(start <= ts < end for start, end in self.silences)
+
+    def register_kwh(self, ts: datetime) -> float:
+        """The import register before resets: the load's energy with the faults applied."""
+        p = self.profile
+        energy = p.energy_kwh(ts)
+        for c in self.changes:
+            if ts > c.start:
+                base = p.energy_kwh(min(ts, c.end)) - p.energy_kwh(c.start)
+                energy += (c.factor - 1.0) * base
+        return energy + sum(k for at, k in self.steps if at <= ts)
 
     def reset(self, at: datetime) -> None:
         if self.resets and at < self.resets[-1]:
@@ -207,12 +238,12 @@ class MeterLoad:
     def values(self, ts: datetime) -> dict[str, float]:
         """Every quantity a meter could serve at ``ts``, by Measurement field or extra name."""
         p = self.profile
-        energy = p.energy_kwh(ts)
+        energy = self.register_kwh(ts)
         export = p.export_kwh
         if self.resets:
             i = bisect_right(self.resets, ts)
             if i:
-                energy = max(0.0, energy - p.energy_kwh(self.resets[i - 1]))
+                energy = max(0.0, energy - self.register_kwh(self.resets[i - 1]))
                 export = 0.0
         power = p.power_w(ts)
         voltage = p.voltage_v(ts)

@@ -12,9 +12,14 @@ Faults: ``set_timeout`` (the meter never answers: its responses are dropped), ``
 (e.g. 0x0B gateway target failed), ``set_delay`` (a slow meter; a response that comes after the
 client has sent its next request is dropped, as a real gateway would), ``reset_register`` (meter
 replaced: the import register restarts from 0), ``fail_gateway`` (the TCP server goes away) and
-``restore_gateway``. A unit id with no meter answers 0x0B, like a gateway with nothing at that
-address. Meters are read-only: writes get exception 0x01; a read of more registers than the model
-allows in one request (Eastron: 60) gets 0x03, as the real meter answers.
+``restore_gateway``. Gateways speak MBAP (``framing="tcp"``) or Modbus RTU frames with CRC over
+TCP (``framing="rtu-over-tcp"``, as cheap serial-to-TCP converters do); ``request_gap`` makes
+them behave like cheap RS-485 gateways that ignore a request arriving sooner than that after their
+previous answer (the client times out). Every request's arrival and answer times
+(``time.monotonic()``) are recorded: ``requests(index)``. A unit id with no meter answers 0x0B,
+like a gateway with nothing at that address. Meters are read-only: writes get exception 0x01; a
+read of more registers than the model allows in one request (Eastron: 60) gets 0x03, as the real
+meter answers.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
@@ -39,9 +45,10 @@ from simulators.clock import SimClock
 from simulators.history import readings_between
 from simulators.inventory import Customer, InventoryLine, customer_code, inventory_csv
 from simulators.inventory import make_customer as _make_customer
-from simulators.load import MeterLoad, Profile
+from simulators.load import MeterLoad, Profile, UseChange
 
 MAX_UNITS = 247
+FRAMERS = {"tcp": FramerType.SOCKET, "rtu-over-tcp": FramerType.RTU}
 THREE_PHASE_MODELS = frozenset({"sdm630"})
 
 
@@ -81,6 +88,15 @@ class Served:
 
 
 @dataclass
+class RequestTimes:
+    """One request a gateway received: when (monotonic), and when it answered (None: it did
+    not)."""
+
+    received: float
+    answered: float | None = None
+
+
+@dataclass
 class _Fault:
     timeout: bool = False
     exception: int | None = None
@@ -116,10 +132,18 @@ class _GatewayRuntime:
     received: int = 0
     drop_next: bool = False
     down: bool = False
+    framing: str = "tcp"
+    request_gap: float = 0.0
+    last_answer: float = float("-inf")
+    log: deque[RequestTimes] = field(default_factory=lambda: deque(maxlen=100_000))
 
     def trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
         if not sending:
             self.received += 1
+            now = time.monotonic()
+            self.log.append(RequestTimes(now))
+            if now - self.last_answer < self.request_gap:
+                self.drop_next = True  # too soon after the previous answer: ignored
         return pdu
 
     def trace_packet(self, sending: bool, data: bytes) -> bytes:
@@ -128,6 +152,10 @@ class _GatewayRuntime:
         if sending and self.drop_next:
             self.drop_next = False
             return b""
+        if sending and data:
+            self.last_answer = time.monotonic()
+            if self.log and self.log[-1].answered is None:
+                self.log[-1].answered = self.last_answer
         return data
 
 
@@ -169,6 +197,8 @@ class ModbusFleet:
         customer_prefix: str = "PB0101",
         snapshot_max_age: float = 1.0,
         utc_offset_h: float = 7.0,
+        framing: str = "tcp",
+        request_gap: float = 0.0,
     ) -> None:
         if meters < 1 or gateways < 1:
             raise ValueError("a fleet needs at least one meter and one gateway")
@@ -176,14 +206,20 @@ class ModbusFleet:
             raise ValueError(f"{meters} meters need at least {-(-meters // MAX_UNITS)} gateways")
         if not models:
             raise ValueError("no meter models given")
+        if framing not in FRAMERS:
+            raise ValueError(f"framing {framing!r} is not one of {', '.join(FRAMERS)}")
+        if request_gap < 0:
+            raise ValueError("a request gap cannot be negative")
         self.seed = seed
         self.clock = clock or SimClock()
         self.catalog = catalog or ModelCatalog()
         self.snapshot_max_age = snapshot_max_age
         compiled = [self.catalog.get(name) for name in models]
         self._gateways = [
-            _GatewayRuntime(g, host, port + g if port else 0, []) for g in range(gateways)
-        ]
+            _GatewayRuntime(g, host, port + g if port else 0, [], framing=framing,
+                            request_gap=request_gap)
+            for g in range(gateways)
+        ]  # fmt: skip
         self._meters: list[ModbusMeter] = []
         self._runtimes: dict[str, _MeterRuntime] = {}
         units = [0] * gateways
@@ -233,6 +269,10 @@ class ModbusFleet:
         port = self._gateways[m.gateway].port
         return ModbusMeter(m.serial, m.model, m.host, port, m.unit_id, m.gateway, m.customer)
 
+    def requests(self, index: int) -> list[RequestTimes]:
+        """Every request gateway ``index`` received (the last 100,000), oldest first."""
+        return list(self._gateways[index].log)
+
     def model(self, serial: str) -> CompiledModel:
         return self._runtime(serial).model
 
@@ -240,10 +280,13 @@ class ModbusFleet:
         """The contract §6 CSV of the fleet (the gateways' ports must be known)."""
         if any(g.port == 0 for g in self._gateways):
             raise RuntimeError("start the fleet first: its gateways' ports are not known yet")
+        framing = {g.index: g.framing for g in self._gateways}
+        delay = {g.index: round(g.request_gap * 1000) for g in self._gateways}
         return inventory_csv(
-            InventoryLine(m.customer, m.serial, "modbus", m.model, m.host, m.port, m.unit_id)
+            InventoryLine(m.customer, m.serial, "modbus", m.model, m.host, m.port, m.unit_id,
+                          framing[m.gateway], delay[m.gateway])
             for m in self.meters
-        )
+        )  # fmt: skip
 
     def write_inventory(self, path: Path | str) -> None:
         Path(path).write_text(self.inventory_csv(), encoding="utf-8")
@@ -266,8 +309,12 @@ class ModbusFleet:
     ) -> Iterator[Reading]:
         """Readings of ``serial`` at every multiple of ``interval`` seconds in [start, end): the
         same load model, so back-filled history and live polls agree."""
-        self._runtime(serial)
-        return readings_between(lambda ts: self.reading(serial, ts), start, end, interval)
+        load = self._runtime(serial).load
+        return (
+            r
+            for r in readings_between(lambda ts: self.reading(serial, ts), start, end, interval)
+            if not load.silent(r.ts)
+        )
 
     # -- life cycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -292,6 +339,7 @@ class ModbusFleet:
     async def _serve(self, gw: _GatewayRuntime) -> None:
         server = ModbusTcpServer(
             gw.devices,
+            framer=FRAMERS[gw.framing],
             address=(gw.host, gw.port),
             trace_pdu=gw.trace_pdu,
             trace_packet=gw.trace_packet,
@@ -354,6 +402,27 @@ class ModbusFleet:
         self._runtime(serial).load.reset(when)
         self._runtime(serial).snapshot_wall = -1.0e18
         return when
+
+    # -- validation faults (issue 14): what the register reads, as history and truth -------
+    def inject_rollback(self, serial: str, at: datetime, kwh: float) -> None:
+        """From ``at`` on, the register reads ``kwh`` less (no replacement is recorded)."""
+        self._runtime(serial).load.steps.append((at, -abs(kwh)))
+
+    def inject_spike(self, serial: str, at: datetime, kwh: float) -> None:
+        """At ``at`` the register jumps ``kwh`` up and stays there."""
+        self._runtime(serial).load.steps.append((at, abs(kwh)))
+
+    def inject_stuck(self, serial: str, start: datetime, end: datetime) -> None:
+        """The register does not move from ``start`` to ``end`` (the meter keeps answering)."""
+        self.scale_use(serial, start, end, 0.0)
+
+    def scale_use(self, serial: str, start: datetime, end: datetime, factor: float) -> None:
+        """The meter counts ``factor`` × its load from ``start`` to ``end`` (high or low use)."""
+        self._runtime(serial).load.changes.append(UseChange(start, end, factor))
+
+    def inject_gap(self, serial: str, start: datetime, end: datetime) -> None:
+        """The meter gives no reading in [start, end) (``history`` leaves those times out)."""
+        self._runtime(serial).load.silences.append((start, end))
 
     def clear_faults(self, serial: str | None = None) -> None:
         """Clear timeouts, exceptions and delays (register resets are history and stay)."""
@@ -419,7 +488,7 @@ class ModbusFleet:
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         fault = rt.fault
-        if fault.timeout:
+        if fault.timeout or rt.load.silent(self.clock.now()):  # a gap: no answer
             gw.drop_next = True
             return None
         if fault.exception is not None:

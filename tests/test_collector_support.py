@@ -176,3 +176,30 @@ def start_doxa_collect(env: dict[str, str], log: Path, *args: str) -> subprocess
         )
     finally:
         out.close()
+
+
+def set_installed_at(db: psycopg.Connection, serial: str, at: Any) -> None:
+    """Give meter ``serial`` an installation time, whichever schema holds it: issue 13's
+    (``installed_at`` belongs to a replacement meter, so an old meter is made for it to replace)
+    or, before that migration, a column added to this test's database."""
+    columns = {
+        name
+        for (name,) in db.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'meters'"
+        )
+    }
+    if "replaces_meter_id" in columns:
+        row = db.execute(
+            "INSERT INTO meters (serial, customer_id, protocol)"
+            " SELECT serial || '-OLD', customer_id, 'mqtt' FROM meters WHERE serial = %s"
+            " RETURNING id",
+            (serial,),
+        ).fetchone()
+        assert row is not None
+        db.execute(
+            "UPDATE meters SET replaces_meter_id = %s, installed_at = %s WHERE serial = %s",
+            (row[0], at, serial),
+        )
+        return
+    db.execute("ALTER TABLE meters ADD COLUMN IF NOT EXISTS installed_at timestamptz")
+    db.execute("UPDATE meters SET installed_at = %s WHERE serial = %s", (at, serial))

@@ -125,15 +125,16 @@ def test_unknown_serials_and_bad_payloads_are_rejected_with_reasons_without_bloc
 
 def test_a_unit_the_database_refuses_is_rejected_alone(db_url: str, db: psycopg.Connection) -> None:
     import_mqtt_meters(db_url, ["A1", "B2"])
-    # A rule of this test's database that one reading breaks (no parser would let it through).
+    # A rule of this test's database that one reading breaks (no parser would let it through,
+    # and within the intake bounds: 2e9 kWh is refused before the database since issue 20).
     db.execute(
-        "ALTER TABLE readings ADD CONSTRAINT below_a_billion CHECK (energy_import_kwh < 1e9)"
+        "ALTER TABLE readings ADD CONSTRAINT below_a_billion CHECK (energy_import_kwh < 1e6)"
     )
     writer = Writer(db_url, "c1")
     result = writer.write(
         [
             modbus(reading("A1", 0, 1.0)),
-            mqtt(reading("B2", 5, 2e9)),
+            mqtt(reading("B2", 5, 2e6)),
             modbus(reading("B2", 0, 2.0)),
             mqtt(Reading("B2\x00", T0, 1.0), serial="B2\x00"),  # text PostgreSQL cannot hold
         ]

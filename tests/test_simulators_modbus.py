@@ -245,6 +245,31 @@ def test_fault_specs() -> None:
     run(body)
 
 
+def test_validation_fault_specs_change_the_truth() -> None:
+    """rollback, spike, stuck and gap (issue 14) as specs: what the meter serves changes."""
+
+    async def body() -> None:
+        fleet = ModbusFleet(4, 1, seed=1, models=("sdm120",), clock=SimClock.fixed(T0))
+        s = [m.serial for m in fleet.meters]
+        later = T0 + timedelta(hours=2)
+        before = {k: fleet.truth(k, later).energy_import_kwh for k in s}
+        assert "runs back 5 kWh" in await apply_modbus_fault(fleet, "rollback:1:5")
+        assert "jumps 30 kWh" in await apply_modbus_fault(fleet, "spike:2:30")
+        assert "stuck until" in await apply_modbus_fault(fleet, "stuck:3:4")
+        assert "silent until" in await apply_modbus_fault(fleet, "gap:4:1")
+        after = {k: fleet.truth(k, later).energy_import_kwh for k in s}
+        assert after[s[0]] == pytest.approx(before[s[0]] - 5, abs=0.01)
+        assert after[s[1]] == pytest.approx(before[s[1]] + 30, abs=0.01)
+        assert after[s[2]] == pytest.approx(fleet.truth(s[2], T0).energy_import_kwh, abs=0.01)
+        assert after[s[3]] == before[s[3]]  # a gap changes no value, only what is served
+        inside = list(fleet.history(s[3], T0, T0 + timedelta(hours=2), 900))
+        assert [r.ts for r in inside] == [T0 + timedelta(minutes=15 * k) for k in range(4, 8)]
+        with pytest.raises(ValueError, match="wrong arguments"):
+            await apply_modbus_fault(fleet, "spike:1")
+
+    run(body)
+
+
 def test_configuration_errors() -> None:
     with pytest.raises(ValueError, match="need at least 2 gateways"):
         ModbusFleet(300, 1)

@@ -115,6 +115,26 @@ CASES = [
         path=lambda ids: "/staff/reviews/999999",
         form={"decision": "reject", "reason": "matrix"},
     ),
+    Case("GET", "/staff/exceptions", _all("ok", **PAGE, engineer="403")),
+    Case(
+        "GET",
+        "/staff/exceptions/<int:exception_id>",
+        _all("ok", **PAGE, engineer="403"),
+        path=lambda ids: f"/staff/exceptions/{ids['exception']}",
+    ),
+    Case(
+        "POST",
+        "/staff/exceptions/<int:exception_id>/<action>",
+        _all("ok", **PAGE, engineer="403"),
+        path=lambda ids: f"/staff/exceptions/{ids['exception']}/accept",
+        form={"reason": "matrix"},
+    ),
+    Case(
+        "POST",
+        "/staff/exceptions/accept",
+        _all("ok", **PAGE, engineer="403"),
+        form={"rule": "gap", "province": "Bình Dương", "reason": "matrix"},
+    ),
     Case("GET", "/ops", _all("ok", **PAGE)),
     Case(
         "POST",
@@ -131,6 +151,7 @@ CASES = [
     ),
     Case("GET", "/api/v1/collectors", _all("ok", **API)),
     Case("GET", "/api/v1/gateways", _all("ok", **API)),
+    Case("GET", "/api/v1/metrics", _all("ok", **API)),
     Case("GET", "/api/v1/meters/stale", _all("ok", **API)),
     Case("GET", "/api/v1/rejected-messages", _all("ok", **API)),
     Case("GET", "/api/v1/completeness", _all("ok", **API)),
@@ -230,6 +251,11 @@ def test_each_identity_sees_exactly_what_it_should(db, make_app, identity: str) 
     app = make_app()
     client = _client(app, db, identity, customer)
     ids = {"token": 0, **_service_desk(db, customer)}
+    ids["exception"] = db.execute(
+        "INSERT INTO reading_exceptions (meter_id, rule, ts_from, ts_to, reason)"
+        " VALUES (%s, 'gap', now(), now(), 'matrix') RETURNING id",
+        (meter,),
+    ).fetchone()[0]  # type: ignore[index]
     if identity in STAFF:
         user = users.authenticate(db, identity.replace("+", "_"), "correct horse battery")
         assert user is not None

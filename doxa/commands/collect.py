@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import click
 
@@ -20,10 +21,40 @@ def _version() -> str:
         return "unknown"
 
 
+class _RedactCredentials(logging.Filter):
+    """Masks ``scheme://user:password@`` in every record's message, whoever logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from protocols.broker_url import redact_text
+
+        message = record.getMessage()
+        redacted = redact_text(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:  # a traceback may quote a URL too
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        return True
+
+
+def intake_limits(settings: Any) -> Any:
+    """The collector's intake bounds from the settings (collector/intake.py)."""
+    from collector.intake import IntakeLimits
+
+    return IntakeLimits(
+        max_register_kwh=settings.max_register_kwh,
+        max_power_w=settings.max_power_w,
+        horizon_days=settings.reading_horizon_days,
+    )
+
+
 def _configure_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_RedactCredentials())
     # The collector records every poll's outcome itself; these libraries would repeat each one.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
@@ -85,6 +116,9 @@ def command(
         spool_max_bytes=settings.spool_max_mb * 1024 * 1024,
         timezone=settings.timezone,
         metrics_port=metrics_port,
+        metrics_host=settings.metrics_host,
+        rejected_retention_days=settings.rejected_retention_days,
+        limits=intake_limits(settings),
         version=_version(),
         modbus_timeout=settings.modbus_timeout,
     )

@@ -110,6 +110,21 @@ async def _wait(duration: float | None) -> None:
     "T is a serial or a 1-based position. Repeatable.",
 )
 @click.option("--duration", type=click.FloatRange(0), help="Stop after this many seconds.")
+@click.option(
+    "--framing",
+    type=click.Choice(["tcp", "rtu-over-tcp"]),
+    default="tcp",
+    show_default=True,
+    help="MBAP, or Modbus RTU frames with CRC over TCP (a serial-to-TCP converter).",
+)
+@click.option(
+    "--request-gap-ms",
+    type=click.IntRange(0, 60_000),
+    default=0,
+    show_default=True,
+    help="Ignore a request sooner than this after the previous answer, like a cheap RS-485 "
+    "gateway (the inventory written asks the collector for that request_delay_ms).",
+)
 @click.pass_obj
 def modbus_command(
     app: App,
@@ -124,6 +139,8 @@ def modbus_command(
     start: str | None,
     faults: tuple[str, ...],
     duration: float | None,
+    framing: str,
+    request_gap_ms: int,
 ) -> None:
     """Run simulated Modbus TCP gateways with meters behind them."""
     from simulators.faults import apply_modbus_fault
@@ -139,7 +156,8 @@ def modbus_command(
         )
     try:
         fleet = ModbusFleet(meters, gateways, seed=seed, models=names, host=host, port=port,
-                            clock=_clock(start, speed), catalog=catalog)  # fmt: skip
+                            clock=_clock(start, speed), catalog=catalog, framing=framing,
+                            request_gap=request_gap_ms / 1000)  # fmt: skip
     except ValueError as exc:
         raise BadInput(str(exc)) from exc
 

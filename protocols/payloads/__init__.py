@@ -38,8 +38,14 @@ def parse_payload(
         raise ValueError("now must be timezone-aware")  # a programming error, not a payload's
     if not serial:
         raise PayloadError("the topic names no meter serial")
-    if fmt == "native":
-        return parse_native(serial, bytes(payload), now=now, max_future=max_future)
-    if fmt == "tasmota":
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown payload format {fmt!r} (one of {', '.join(FORMATS)})")
+    try:
+        if fmt == "native":
+            return parse_native(serial, bytes(payload), now=now, max_future=max_future)
         return parse_tasmota(serial, bytes(payload), tz=tz, now=now, max_future=max_future)
-    raise ValueError(f"unknown payload format {fmt!r} (one of {', '.join(FORMATS)})")
+    except PayloadError:
+        raise
+    except (RecursionError, MemoryError, ArithmeticError, ValueError, TypeError) as exc:
+        # A case the codecs missed: still this message's rejection alone, with a reason.
+        raise PayloadError(f"the payload could not be read ({type(exc).__name__})") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
@@ -20,9 +21,47 @@ def _reject_constant(name: str) -> NoReturn:
 # (and its scanner) on every call, a third of the time of parsing a typical reading.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
+MAX_DEPTH = 32
+"""Deepest nesting of arrays and objects a payload may have (a native backlog needs 2, Tasmota 3).
+Checked on the text before parsing: Python's parser and every later walk of the value (``describe``,
+``json.dumps``) recurse, and a value ~1,000 levels deep raises ``RecursionError`` anywhere."""
+
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+"""Largest payload parsed (a week's backlog of one-minute readings is about 1.5 MB)."""
+
+_STRING = re.compile(r'"[^"]*"')  # once escapes are gone (a string cannot hold a bare quote)
+_NOT_BRACKET = re.compile(r"[^\[\]]+")
+_ONE_KIND = str.maketrans("{}", "[]")
+
+
+def check_depth(text: str, limit: int = MAX_DEPTH) -> None:
+    """Reject text whose arrays and objects nest deeper than ``limit``, without parsing it
+    (brackets inside strings do not count). A few passes of C-level string operations: strings
+    and everything but brackets are dropped, then innermost ``[]`` pairs are removed one level
+    per pass; more than ``limit`` openers in a row is too deep at once. Other malformed
+    bracketing is left to the parser to reject."""
+    if text.count("[") + text.count("{") <= limit:  # (the common case)
+        return
+    bare = text.replace("\\\\", "").replace('\\"', "")  # escapes out, then strings
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", bare).translate(_ONE_KIND))
+    too_deep = "[" * (limit + 1)
+    for _ in range(limit + 1):
+        if too_deep in brackets:  # (opened that deep: the parser would recurse so far)
+            raise PayloadError(
+                f"the payload is nested too deeply (more than {limit} levels of arrays and objects)"
+            )
+        inner = brackets.replace("[]", "")
+        if inner == brackets or not inner:
+            return  # all matched within the limit, or malformed (the parser says why)
+        brackets = inner
+
 
 def load_json(payload: bytes) -> Any:
-    """Bytes → JSON value; rejects non-UTF-8, NaN/Infinity literals and absurd nesting."""
+    """Bytes → JSON value; rejects non-UTF-8, NaN/Infinity literals and absurd size or nesting."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(
+            f"the payload is {len(payload)} bytes, more than the {MAX_PAYLOAD_BYTES} allowed"
+        )
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -30,6 +69,7 @@ def load_json(payload: bytes) -> Any:
             f"the payload is not UTF-8 text (bad byte at offset {exc.start})"
         ) from None
     text = text.removeprefix("\ufeff")
+    check_depth(text)
     # The common case first: a document that is exactly one JSON value, which ``raw_decode``
     # returns as ``json.loads`` would. Anything else (whitespace around it, a second BOM, an error)
     # takes the full path below: the same value or the same reason, only slower.
@@ -54,8 +94,12 @@ def load_json(payload: bytes) -> Any:
 
 
 def describe(value: Any) -> str:
-    """A short rendering of a bad value for a reason sentence."""
-    text = json.dumps(value, ensure_ascii=False) if _jsonable(value) else repr(value)
+    """A short rendering of a bad value for a reason sentence (never raises: a value too deep
+    to render is named by its kind)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False) if _jsonable(value) else repr(value)
+    except (RecursionError, ValueError):
+        text = f"a deeply nested {type(value).__name__}"
     return text if len(text) <= 40 else text[:37] + "..."
 
 

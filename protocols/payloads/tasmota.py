@@ -12,6 +12,7 @@ TotalStartTime, Factor, other sensors…) are ignored.
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -41,7 +42,10 @@ def _power(energy: dict[str, Any]) -> float | None:
     if isinstance(value, list):
         if not value:
             return None
-        return sum(number(v, f"ENERGY.Power[{i}]") for i, v in enumerate(value))
+        total = sum(number(v, f"ENERGY.Power[{i}]") for i, v in enumerate(value))
+        if not math.isfinite(total):  # finite phases can still overflow a float when summed
+            raise PayloadError("the sum of ENERGY.Power is not a finite number")
+        return total
     return _optional(energy, "Power")
 
 

@@ -1,0 +1,1 @@
+"""Operations: the scheduler of periodic jobs (``doxa scheduler``) and its job registry."""

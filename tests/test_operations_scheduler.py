@@ -117,6 +117,14 @@ def test_a_day_of_jobs(db: psycopg.Connection, db_url: str, smtp_server: SmtpSer
         "SELECT m.serial, b.period, b.consumption_kwh FROM bills b JOIN meters m ON m.id = b.meter_id"
     ).fetchall()
     assert billed == [("SN-DAY6", "2025-07", 360)]  # 30 days × 24 h × 0.5 kWh
+    # Validation ran once, at 02:10 before the bills, over the two days before: the steady
+    # hourly readings hold nothing but the gaps of a 30-minute expected interval.
+    assert [(r[1], r[3]["open_total"] > 0) for r in per_job["validate"]] == [
+        (datetime(2025, 7, 5, 2, 10, tzinfo=ZONE), True),
+        (datetime(2025, 7, 6, 2, 10, tzinfo=ZONE), True),
+    ]
+    found = db.execute("SELECT DISTINCT rule FROM reading_exceptions").fetchall()
+    assert found == [("gap",)]
     # Every 10 minutes of the clock, the notices owed for the latest minute: 144 runs; the
     # quarter-hourly usage alerts at 4 instants an hour; the daily prune at 02:00 and once at
     # start for yesterday's 02:00 (the catch-up).
@@ -295,6 +303,7 @@ def test_scheduler_list_skip_and_bad_settings(doxa: Callable[..., Any]) -> None:
     listed = doxa("scheduler", "--list", env={"DOXA_SCHEDULER_DAILY_AT": "01:15"})
     assert listed.code == 0
     assert listed.out.splitlines() == [
+        "validate\tdaily at 01:25 Asia/Ho_Chi_Minh",
         "bills\tdaily at 01:45 Asia/Ho_Chi_Minh",
         "outage_notices\tevery 60 s",
         "usage_alerts\tevery 900 s",
@@ -303,7 +312,7 @@ def test_scheduler_list_skip_and_bad_settings(doxa: Callable[..., Any]) -> None:
     ]
     skipped = doxa("scheduler", "--list", env={"DOXA_SCHEDULER_SKIP": "notices, bills"})
     assert [line.split("\t")[0] for line in skipped.out.splitlines()] == [
-        "outage_notices", "usage_alerts", "prune_job_runs"
+        "validate", "outage_notices", "usage_alerts", "prune_job_runs"
     ]  # fmt: skip
     for env, message in (
         ({"DOXA_SCHEDULER_SKIP": "nope"}, "DOXA_SCHEDULER_SKIP: no job named 'nope'"),

@@ -49,6 +49,7 @@ def _register_commands() -> None:
         notify,
         outages,
         readings,
+        rollup,
         scheduler,
         services,
         simulate,
@@ -62,6 +63,8 @@ def _register_commands() -> None:
     cli.add_command(outages.command)
     cli.add_command(scheduler.command)
     cli.add_command(readings.command)
+    cli.add_command(rollup.rollup_command)
+    cli.add_command(rollup.retention_command)
 
 
 _register_commands()

@@ -16,7 +16,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-BENCHMARKS = ("ingest", "lookup", "export", "notify", "intake", "validate", "greenbutton", "issue")
+BENCHMARKS = ("ingest", "lookup", "export", "notify", "intake", "validate", "greenbutton", "scale",
+              "issue")  # fmt: skip
 DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
@@ -67,12 +68,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small data sets, print only")
     parser.add_argument("--only", action="append", choices=BENCHMARKS, help="run only these")
+    parser.add_argument(
+        "--scale",
+        type=int,
+        action="append",
+        help="bench.scale's fleet sizes (repeatable; default 10,000 and 100,000), e.g. 1000000",
+    )
     args = parser.parse_args(argv)
     names = args.only or list(BENCHMARKS)
     sections = []
     for name in names:
         print(f"== bench.{name}", file=sys.stderr)
-        sections.append(importlib.import_module(f"bench.{name}").run(quick=args.quick).strip())
+        module = importlib.import_module(f"bench.{name}")
+        if name == "scale":
+            sections.append(module.run(quick=args.quick, scales=args.scale).strip())
+        else:
+            sections.append(module.run(quick=args.quick).strip())
     text = "\n\n".join(
         [
             "# Benchmarks",

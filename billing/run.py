@@ -1,13 +1,24 @@
 """Compute one period's bills into the ``bills`` table (contract §8); the I/O shell around the
 pure ``metering.register`` (indices and consumption) and ``billing.tariff`` (amounts).
 
-Meters are billed in batches of :data:`BATCH`: for each batch, ``schema.register_inputs`` fetches
-the readings nearest both boundaries of every meter's period (each customer's period ends on its
-reading day of the month), the recorded replacements and the register drops between them, in
-three statements whatever the batch size; the indices are closed and priced in Python, and the
-bills upserted with their breakdown in one pipelined round trip. Re-running replaces draft bills
-and never duplicates; issued bills are left alone. Meters that cannot be billed are listed with
-the reason in the report and in ``bill_skips``, and any draft of theirs is removed.
+Meters are taken in blocks of :data:`BLOCK` meter ids (``meter_id // BLOCK``), and inside a
+block in batches of up to :data:`BATCH` meters of one reading day: for each batch,
+``schema.register_inputs`` fetches the readings nearest both boundaries of every meter's period
+(all meters of a batch share their two boundaries, so TimescaleDB opens only the chunks around
+them), the recorded replacements and the register drops between them, in three statements
+whatever the batch size; the indices are closed and priced in Python, and the bills upserted
+with their breakdown in one pipelined round trip.
+Re-running replaces draft bills and never duplicates; issued bills are left alone. Meters that
+cannot be billed are listed with the reason in the report and in ``bill_skips``, and any draft of
+theirs is removed.
+
+**Splitting a run.** A run may be limited to the customers of one reading day
+(:func:`run_reading_day`, ``doxa bills run --reading-day N``) and to a range of meter ids
+(``meter_range``): ``doxa bills run --workers K`` runs K processes on K disjoint ranges
+(:func:`split_ranges`, cut at blocks). Before a block is billed its lock (period, block) is
+taken and held to the end of the run's transaction, blocks in ascending order: two runs of one
+period whose ranges overlap take turns on the shared blocks (never deadlock), disjoint ranges
+never wait.
 """
 
 from __future__ import annotations
@@ -15,7 +26,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,10 +44,14 @@ from schema.register_inputs import Predecessor, registers
 
 # Meters whose inputs are fetched together: a few statements per batch.
 BATCH = 1000
+# Meter ids per advisory-lock block: with reading days spread over 1–28, about BATCH meters of
+# each reading day.
+BLOCK = 28 * BATCH
 # The bills table keeps indices as numeric(14, 3): a register beyond this is a glitch.
 MAX_INDEX_KWH = Decimal(10) ** 11
-# pg_advisory_xact_lock key prefix "bill": two runs of one period take turns.
-_LOCK_PREFIX = int.from_bytes(b"bill", "big") << 20
+# pg_advisory_xact_lock(key1, key2) of a block: key1 "b" + the period's month number, key2 the
+# block. Two runs of one period take turns on the blocks they share.
+_LOCK_PREFIX = ord("b") << 24
 
 
 @dataclass(frozen=True)
@@ -118,16 +133,21 @@ def load_vat_rates(conn: psycopg.Connection) -> list[VatRate]:
     return [VatRate(day, rate) for day, rate in rows]
 
 
+MeterRange = tuple[int, int]  # meter ids lo..hi, both included
+
+
 def meters_to_bill(
     conn: psycopg.Connection,
     period: Period | None = None,
     reading_days: Collection[int] | None = None,
+    meter_range: MeterRange | None = None,
 ) -> list[MeterToBill]:
-    """The meters in service (only those of customers with one of ``reading_days``, when
-    given), and those retired recently enough to owe a bill of ``period``
-    (``MeterToBill.window`` decides)."""
+    """The meters in service (only those of customers with one of ``reading_days``, and with an
+    id in ``meter_range``, when given), and those retired recently enough to owe a bill of
+    ``period`` (``MeterToBill.window`` decides), by meter id."""
     since = Period(2000, 1) if period is None else period.previous().previous()
     days = None if reading_days is None else sorted(reading_days)
+    lo, hi = meter_range if meter_range is not None else (None, None)
     rows = conn.execute(
         "SELECT m.id, m.serial, m.multiplier, c.id, c.code, c.reading_day, c.tariff_group,"
         " m.households, m.replaces_meter_id, p.serial, m.installed_at, m.retired_at,"
@@ -136,8 +156,14 @@ def meters_to_bill(
         " LEFT JOIN meters p ON p.id = m.replaces_meter_id"
         " WHERE (m.active OR m.retired_at >= %(since)s)"
         " AND (%(days)s::int[] IS NULL OR c.reading_day = ANY(%(days)s::int[]))"
-        " ORDER BY c.code, m.serial",
-        {"since": datetime(since.year, since.month, 1, tzinfo=ZoneInfo("UTC")), "days": days},
+        " AND (%(lo)s::int IS NULL OR m.id >= %(lo)s) AND (%(hi)s::int IS NULL OR m.id <= %(hi)s)"
+        " ORDER BY m.id",
+        {
+            "since": datetime(since.year, since.month, 1, tzinfo=ZoneInfo("UTC")),
+            "days": days,
+            "lo": lo,
+            "hi": hi,
+        },
     ).fetchall()
     return [
         MeterToBill(
@@ -154,6 +180,27 @@ def meters_to_bill(
             retired_reason=r[12],
         )
         for r in rows
+    ]
+
+
+def split_ranges(
+    conn: psycopg.Connection, workers: int, *, block: int = BLOCK, reading_day: int | None = None
+) -> list[MeterRange]:
+    """Up to ``workers`` disjoint ranges of meter ids, cut at block boundaries (so two workers
+    never wait on one lock), holding about as many blocks each (one cheap aggregate)."""
+    row = conn.execute(
+        "SELECT array_agg(DISTINCT m.id / %(block)s ORDER BY m.id / %(block)s)"
+        " FROM meters m JOIN customers c ON c.id = m.customer_id"
+        " WHERE m.active AND (%(day)s::int IS NULL OR c.reading_day = %(day)s)",
+        {"block": block, "day": reading_day},
+    ).fetchone()
+    blocks: list[int] = (row[0] if row else None) or []
+    if not blocks:
+        return []
+    share = -(-len(blocks) // max(1, workers))
+    return [
+        (blocks[k] * block, blocks[min(k + share, len(blocks)) - 1] * block + block - 1)
+        for k in range(0, len(blocks), share)
     ]
 
 
@@ -194,35 +241,57 @@ def run_bills(
     zone: ZoneInfo,
     *,
     batch: int = BATCH,
+    block: int = BLOCK,
     reading_days: Collection[int] | None = None,
+    reading_day: int | None = None,
+    meter_range: MeterRange | None = None,
 ) -> RunReport:
     """Compute the bills of ``period`` for every active meter, in one transaction; with
-    ``reading_days``, only for the customers of those reading days (the scheduler's daily run:
-    the customers whose period closed that day), whose skips alone are replaced."""
+    ``reading_days`` (or one ``reading_day``), only for the customers of those reading days (the
+    scheduler's daily run: the customers whose period closed that day), and with
+    ``meter_range`` only for meters with an id in it; the skips of the meters billed alone are
+    replaced."""
+    if reading_day is not None:
+        reading_days = {reading_day, *(reading_days or ())}
     report = RunReport(str(period))
     with conn.transaction():
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(%s)", (_LOCK_PREFIX | (period.year * 12 + period.month),)
-        )
         # Timestamps come back in local time, as the customer reads them in messages.
         conn.execute("SELECT set_config('TimeZone', %s, true)", (zone.key,))
-        days = None if reading_days is None else sorted(reading_days)
-        conn.execute(
-            "DELETE FROM bill_skips s WHERE s.period = %(period)s AND (%(days)s::int[] IS NULL"
-            " OR s.customer_id IN (SELECT id FROM customers WHERE reading_day = ANY(%(days)s)))",
-            {"period": str(period), "days": days},
-        )
         issued = {
             row[0]
             for row in conn.execute(
                 "SELECT meter_id FROM bills WHERE period = %s AND status = 'issued'", (str(period),)
             )
         }
+        if reading_days is None and meter_range is None:
+            # A whole run also forgets the skips of meters no longer billed.
+            conn.execute("DELETE FROM bill_skips WHERE period = %s", (str(period),))
         run = _Run(period, zone, load_tariffs(conn), load_vat_rates(conn), issued)
-        meters = meters_to_bill(conn, period, reading_days)
-        for k in range(0, len(meters), batch):
-            _bill_batch(conn, run, meters[k : k + batch], report)
+        meters = meters_to_bill(conn, period, reading_days, meter_range)
+        blocks: dict[int, dict[int, list[MeterToBill]]] = defaultdict(lambda: defaultdict(list))
+        for meter in meters:
+            blocks[meter.meter_id // block][meter.reading_day].append(meter)
+        key = _LOCK_PREFIX | (period.year * 12 + period.month)
+        for number in sorted(blocks):
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (key, number))
+            for _day, group in sorted(blocks[number].items()):
+                for k in range(0, len(group), batch):
+                    _bill_batch(conn, run, group[k : k + batch], report)
+    report.skipped.sort(key=lambda s: (s.customer_code, s.meter_serial))
+    report.kept_issued.sort()
     return report
+
+
+def run_reading_day(
+    conn: psycopg.Connection[Any], day: date, zone: ZoneInfo, *, batch: int = BATCH
+) -> RunReport:
+    """The bills closing on ``day``: the customers whose reading day it is, for the period of
+    that month (nothing on days 29–31, which are nobody's reading day). Run it once the day's
+    first readings are in (the boundary is 00:00 of ``day``); re-running is harmless."""
+    period = Period(day.year, day.month)
+    if day.day > 28:
+        return RunReport(str(period))
+    return run_bills(conn, period, zone, batch=batch, reading_day=day.day)
 
 
 def period_bounds(period: Period, reading_day: int, zone: ZoneInfo) -> tuple[datetime, datetime]:
@@ -237,6 +306,10 @@ def _bill_batch(
     """Bill one batch: fetch every meter's inputs together, price in Python, write together."""
     windows = {m.meter_id: m.window(run.period, run.zone) for m in meters}
     todo = [m for m in meters if m.meter_id not in run.issued and windows[m.meter_id]]
+    conn.execute(
+        "DELETE FROM bill_skips WHERE period = %s AND meter_id = ANY(%s)",
+        (str(run.period), [m.meter_id for m in meters]),
+    )
     report.kept_issued += [(m.customer_code, m.serial) for m in meters if m.meter_id in run.issued]
     bounds = {m.meter_id: (w.start, w.end) for m in todo if (w := windows[m.meter_id])}
     found = registers(

@@ -40,6 +40,10 @@ class App:
 
         return EmbeddedPostgres(self.home / "pg")
 
+    def read_database_url(self) -> str:
+        """Where reads that may lag go (exports): DOXA_DATABASE_READ_URL, else the primary."""
+        return self.settings.database_read_url or self.database_url()
+
     def database_url(self) -> str:
         """The configured database, or the embedded cluster, started on first use and left
         running for the next command (``doxa services stop`` stops it)."""

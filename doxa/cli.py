@@ -50,6 +50,7 @@ def _register_commands() -> None:
         notify,
         outages,
         readings,
+        rollup,
         scheduler,
         services,
         simulate,
@@ -64,6 +65,8 @@ def _register_commands() -> None:
     cli.add_command(customers.command)
     cli.add_command(scheduler.command)
     cli.add_command(readings.command)
+    cli.add_command(rollup.rollup_command)
+    cli.add_command(rollup.retention_command)
 
 
 _register_commands()

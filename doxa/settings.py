@@ -97,6 +97,20 @@ SETTINGS: tuple[Setting, ...] = (
         "manages under DOXA_HOME",
     ),
     Setting(
+        "DOXA_DATABASE_READ_URL",
+        None,
+        "optional libpq URL of a streaming replica of DOXA_DATABASE_URL: the website's pages and"
+        " the exports read from it (writes still go to DOXA_DATABASE_URL); unset: read the primary",
+    ),
+    Setting(
+        "DOXA_RETENTION_MONTHS",
+        "0",
+        "raw readings older than this many months (from the first of the month) are dropped a"
+        " chunk at a time by doxa retention / the scheduler; the daily rollup and bills stay;"
+        " 0 keeps everything",
+        _non_negative_int,
+    ),
+    Setting(
         "DOXA_MQTT_URL",
         "mqtt://127.0.0.1:1883",
         "broker as mqtt://host:port (mqtts:// for TLS; user:password@ in the URL)",

@@ -4,7 +4,10 @@ its projection and tier, the daily and the monthly series.
 Every figure comes from the metering rules (``metering.usage`` over a
 ``metering.register.Register``), fed by ``schema.register_inputs`` as bills and the
 closing-index export are; a closed billing period that has a bill shows the bill's kWh, so chart
-and bill cannot disagree. Periods are ``billing.periods``' and the tier widths
+and bill cannot disagree, and a day the daily rollup holds as final shows the rollup's value (the
+same rule's, computed by ``schema.rollup``), so only the days not rolled up yet (today, the last
+day or two) are computed live and the readings scanned for resets span those days and the
+current period rather than the whole chart. Periods are ``billing.periods``' and the tier widths
 ``billing.tariff``'s. A handful of indexed, time-bounded queries.
 """
 
@@ -24,6 +27,7 @@ from metering.calendar import local_midnight
 from metering.register import Point, Register
 from metering.usage import Use, billed_period, daily, projected_total, use_between
 from schema.register_inputs import registers
+from schema.rollup import final_days
 
 MONTHS = 12
 
@@ -62,10 +66,22 @@ def build(
     names = [str(Period.ending_after(s)) for s in starts]
     billed = q.meter_bills(conn, meter.id, names[:-1])
 
-    # The instants the figures rest on: each local midnight of the chart, the boundaries of the
-    # periods not billed yet, and the latest reading (the newest there is: nothing lies after
-    # it, so tonight's midnight needs no look-up).
-    instants = {local_midnight(d, zone) for d in day_list}
+    # Days the rollup holds as final come from it; the day holding the latest reading runs up to
+    # that reading, so it is always computed here.
+    rolled = final_days(conn, meter.id, day_list)
+    if point is not None:
+        rolled.pop(point.ts.astimezone(zone).date(), None)
+    live_days = [d for d in day_list if d not in rolled]
+
+    # The instants the figures rest on: both local midnights of each day computed live, the
+    # boundaries of the periods not billed yet, and the latest reading (the newest there is:
+    # nothing lies after it, so tonight's midnight needs no look-up).
+    instants = set()
+    for d in live_days:
+        instants.add(local_midnight(d, zone))
+        end = local_midnight(d + timedelta(days=1), zone)
+        if point is None or end <= point.ts:
+            instants.add(end)
     for k, start in enumerate(starts):
         if names[k] not in billed:
             instants.add(local_midnight(start, zone))
@@ -75,7 +91,10 @@ def build(
     register = registers(conn, {meter.id: instants}, {meter.id: meter.serial})[meter.id]
 
     multiplier = meter.multiplier
-    day_uses = daily(register, day_list, zone, multiplier, point)
+    live = dict(zip(live_days, daily(register, live_days, zone, multiplier, point), strict=True))
+    day_uses = [
+        live[d] if d in live else Use(d, rolled[d].kwh, rolled[d].estimated) for d in day_list
+    ]
     months = []
     for k, start in enumerate(starts[:-1]):
         if names[k] in billed:

@@ -188,7 +188,7 @@ def meter(customer_id: int, serial: str) -> str:
     days = 90 if request.args.get("days") == "90" else 30
     zone = _zone()
     now = _now()
-    with db.connection() as conn:
+    with db.read_connection() as conn:
         customer, m, all_meters = _customer_and_meter(conn, customer_id, serial)
         board = build(conn, customer, m, now=now, zone=zone, days=days)
         service_desk = service_desk_panel.panel(conn, customer_id)
@@ -283,7 +283,7 @@ def _parse_ts(name: str) -> datetime | None:
 @customer_required
 def readings(customer_id: int, serial: str) -> str:
     before, after = _parse_ts("before"), _parse_ts("after")
-    with db.connection() as conn:
+    with db.read_connection() as conn:
         customer, m, _meters = _customer_and_meter(conn, customer_id, serial)
         rows, more = q.readings_page(
             conn, m.id, before=before, after=after, now=_now(), size=PAGE_SIZE
@@ -336,7 +336,7 @@ def readings_csv(customer_id: int, serial: str) -> Response:
     spec = exports.readings(first, last, zone.key, exports.Selection(meters=(m.serial,)))
 
     def rows() -> Iterator[bytes]:
-        with db.connection() as conn:
+        with db.read_connection() as conn:
             yield from exports.iter_csv(conn, spec)
 
     filename = f"doxa-{m.serial}-{first.isoformat()}-{last.isoformat()}.csv"
@@ -375,7 +375,7 @@ def greenbutton_xml(customer_id: int, serial: str) -> Response:
 @bp.get("/bills")
 @customer_required
 def bills(customer_id: int) -> str:
-    with db.connection() as conn:
+    with db.read_connection() as conn:
         customer, all_meters = q.customer_and_meters(conn, customer_id)
         if customer is None:
             abort(404)

@@ -1,4 +1,10 @@
-"""One psycopg connection pool per app; request code borrows a connection with ``connection()``."""
+"""One psycopg connection pool per app; request code borrows a connection with ``connection()``.
+
+With ``READ_DATABASE_URL`` (``DOXA_DATABASE_READ_URL``: a streaming replica) a second pool serves
+``read_connection()``, which the customer pages and the exports use for what they only read; a
+page that writes (sign-in, rate limits, forms, audit) uses ``connection()``, the primary. A
+replica lagging behind simply shows the readings it has replayed so far.
+"""
 
 from __future__ import annotations
 
@@ -11,23 +17,31 @@ from flask import Flask, current_app
 from psycopg_pool import ConnectionPool
 
 _EXTENSION = "doxa_pool"
+_READ_EXTENSION = "doxa_read_pool"
 
 
 def init_app(app: Flask) -> None:
+    app.extensions[_EXTENSION] = _pool(app, app.config["DATABASE_URL"], "doxa-web")
+    read_url = app.config.get("READ_DATABASE_URL")
+    if read_url:
+        app.extensions[_READ_EXTENSION] = _pool(app, read_url, "doxa-web-read")
+
+
+def _pool(app: Flask, url: str, name: str) -> ConnectionPool:
     pool = ConnectionPool(
-        app.config["DATABASE_URL"],
+        url,
         min_size=app.config["DB_POOL_MIN"],
         max_size=app.config["DB_POOL_MAX"],
         open=False,
         timeout=app.config.get("DB_POOL_TIMEOUT", 5),
         check=check_idle_connection,
         kwargs={"autocommit": True, "prepare_threshold": 0},
-        name="doxa-web",
+        name=name,
     )
     # Opening without waiting lets the site start (and /healthz answer 503) while the
     # database is still down.
     pool.open(wait=False)
-    app.extensions[_EXTENSION] = pool
+    return pool
 
 
 def check_idle_connection(conn: psycopg.Connection) -> None:
@@ -61,5 +75,17 @@ def connection() -> Iterator[psycopg.Connection]:
         yield conn
 
 
+@contextmanager
+def read_connection() -> Iterator[psycopg.Connection]:
+    """A pooled autocommit connection to the replica when one is configured, else the primary:
+    for pages and exports that only read."""
+    read_pool = current_app.extensions.get(_READ_EXTENSION)
+    with (read_pool or pool()).connection() as conn:
+        yield conn
+
+
 def close(app: Flask) -> None:
     app.extensions[_EXTENSION].close()
+    read_pool = app.extensions.get(_READ_EXTENSION)
+    if read_pool is not None:
+        read_pool.close()

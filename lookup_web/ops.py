@@ -16,9 +16,13 @@
 - **Scheduled jobs** (``doxa scheduler``, ``operations``): each job's latest run and the newest
   runs (``job_runs``): the instant it ran for, start, end, outcome, counts, error.
 - **Read completeness** per province for yesterday (local day): meters with at least one reading
-  in every interval of the day ÷ all active meters. It scans a day of readings, so it is kept
-  for ``OPS_COMPLETENESS_TTL`` seconds per process (a ``cachetools`` TTL cache: concurrent
-  requests that miss it wait for the one computing it).
+  in every interval of the day ÷ all active meters. Read from the daily rollup
+  (``province_days``, written by ``schema.rollup``) once that day is rolled up; until then it
+  scans a day of readings, so it is kept for ``OPS_COMPLETENESS_TTL`` seconds per process (a
+  ``cachetools`` TTL cache: concurrent requests that miss it wait for the one computing it).
+- The stale-meter count is one aggregate over the meters; the list walks ``meter_status`` by its
+  last reading and stops at ``OPS_LIST_LIMIT``: the page's cost is flat in the fleet's size
+  beyond that aggregate (``bench/scale.py`` measures it).
 
 "Now" is the site's clock (``lookup_web.clock``: the app's ``CLOCK`` when set), passed to every
 query, never the database's ``now()``; so tests move time instead of waiting for it.
@@ -45,6 +49,7 @@ from care import outbox
 from lookup_web import auth, clock, db
 from metering.expected import MQTT_INTERVAL_S, POLL_INTERVAL_S
 from schema import audit
+from schema.rollup import INTERVAL_JOINS, INTERVAL_SQL
 from vee import store as vee_store
 
 bp = Blueprint("ops", __name__, url_prefix="/ops")
@@ -255,53 +260,86 @@ def gateways(conn: psycopg.Connection, now: datetime) -> list[GatewayHealth]:
     ]
 
 
-# A meter's expected interval between readings, in seconds (see the module docstring).
-_INTERVAL_SQL = """
-    CASE WHEN m.protocol = 'mqtt' THEN %(mqtt)s::float8
-         ELSE coalesce(assigned.poll_interval, shared.poll_interval, %(poll)s::float8) END"""
-_INTERVAL_JOINS = """
-    LEFT JOIN collectors assigned ON assigned.id = m.collector_id
-    CROSS JOIN (SELECT min(poll_interval) AS poll_interval FROM collectors
-                WHERE last_seen > %(now)s::timestamptz - interval '1 day') shared"""
+# A meter's expected interval between readings, in seconds: one definition, schema.rollup's.
+_INTERVAL_SQL = INTERVAL_SQL
+_INTERVAL_JOINS = INTERVAL_JOINS
+
+_STALE_COLUMNS = """m.serial, c.code, c.province, m.protocol,
+       CASE WHEN m.protocol = 'modbus' THEN m.host || ':' || m.port END,
+       m.collector_id, {interval}, s.last_reading_ts, s.last_error, s.last_error_at,
+       coalesce(s.consecutive_failures, 0)"""
 
 
 def stale_meters(
     conn: psycopg.Connection, thresholds: Thresholds, limit: int, now: datetime
 ) -> tuple[int, list[StaleMeter]]:
-    """How many active meters are stale, and the ``limit`` stalest."""
+    """How many active meters are stale, and the ``limit`` stalest (never read first).
+
+    One aggregate over the active meters counts them (and names the first never-read ones);
+    the read ones are listed by walking ``meter_status`` by last reading, oldest first, which
+    stops after ``limit`` rows: nothing else per request grows with the fleet."""
+    # The cut-off instants, computed once: per row the test is a comparison of two times.
+    shared = conn.execute(
+        "SELECT min(poll_interval) FROM collectors"
+        " WHERE last_seen > %s::timestamptz - interval '1 day'",
+        (now,),
+    ).fetchone()
+    poll = shared[0] if shared and shared[0] is not None else thresholds.poll_interval
     params = {
         "mqtt": thresholds.mqtt_interval,
         "poll": thresholds.poll_interval,
         "limit": limit,
         "now": now,
+        "mqtt_before": now - timedelta(seconds=2 * thresholds.mqtt_interval),
+        "poll_before": now - timedelta(seconds=2 * poll),
     }
-    rows = conn.execute(
+    cut = """
+        LEFT JOIN (SELECT id, %(now)s::timestamptz - 2 * poll_interval * interval '1 second'
+                   AS before FROM collectors) cut ON cut.id = m.collector_id"""
+    stale = (
+        "coalesce(s.last_reading_ts, m.created_at) < CASE WHEN m.protocol = 'mqtt'"
+        " THEN %(mqtt_before)s::timestamptz"
+        " ELSE coalesce(cut.before, %(poll_before)s::timestamptz) END"
+    )
+    row = conn.execute(
         f"""
-        WITH expected AS (
-            SELECT m.id, m.serial, c.code, c.province, m.protocol, m.collector_id, m.created_at,
-                   CASE WHEN m.protocol = 'modbus' THEN m.host || ':' || m.port END AS gateway,
-                   {_INTERVAL_SQL} AS interval_s
-            FROM meters m
+        SELECT count(*) FILTER (WHERE {stale}),
+               (array_agg(m.id ORDER BY m.serial)
+                   FILTER (WHERE s.last_reading_ts IS NULL AND {stale}))[1:%(limit)s]
+        FROM meters m LEFT JOIN meter_status s ON s.meter_id = m.id
+        {cut}
+        WHERE m.active""",
+        params,
+    ).fetchone()
+    total = int(row[0]) if row else 0
+    never: list[int] = (row[1] if row else None) or []
+    columns = _STALE_COLUMNS.format(interval=_INTERVAL_SQL)
+    rows = []
+    if never:
+        rows += conn.execute(
+            f"""
+            SELECT {columns}
+            FROM meters m JOIN customers c ON c.id = m.customer_id
+            LEFT JOIN meter_status s ON s.meter_id = m.id
+            {_INTERVAL_JOINS}
+            WHERE m.id = ANY(%(ids)s)
+            ORDER BY m.serial""",
+            {**params, "ids": never},
+        ).fetchall()
+    if len(rows) < limit and total > len(rows):
+        rows += conn.execute(
+            f"""
+            SELECT {columns}
+            FROM meter_status s JOIN meters m ON m.id = s.meter_id
             JOIN customers c ON c.id = m.customer_id
             {_INTERVAL_JOINS}
-            WHERE m.active
-        ), stale AS (
-            SELECT e.*, s.last_reading_ts, s.last_error, s.last_error_at,
-                   coalesce(s.consecutive_failures, 0) AS failures
-            FROM expected e
-            LEFT JOIN meter_status s ON s.meter_id = e.id
-            WHERE coalesce(s.last_reading_ts, e.created_at)
-                  < %(now)s::timestamptz - make_interval(secs => 2 * e.interval_s)
-        )
-        SELECT serial, code, province, protocol, gateway, collector_id, interval_s,
-               last_reading_ts, last_error, last_error_at, failures, count(*) OVER ()
-        FROM stale
-        ORDER BY last_reading_ts NULLS FIRST, serial
-        LIMIT %(limit)s""",
-        params,
-    ).fetchall()
-    total = int(rows[0][11]) if rows else 0
-    return total, [StaleMeter(*r[:11]) for r in rows]
+            {cut}
+            WHERE s.last_reading_ts IS NOT NULL AND m.active AND {stale}
+            ORDER BY s.last_reading_ts NULLS FIRST, m.serial
+            LIMIT %(rest)s""",
+            {**params, "rest": limit - len(rows)},
+        ).fetchall()
+    return total, [StaleMeter(*r) for r in rows]
 
 
 def rejected_messages(conn: psycopg.Connection, limit: int) -> list[RejectedMessage]:
@@ -406,9 +444,17 @@ def _timer(app: Flask) -> float:
 def cached_completeness(
     conn: psycopg.Connection, tz: str, now: datetime | None = None
 ) -> tuple[date, list[Completeness]]:
-    """Yesterday's completeness, recomputed at most every ``OPS_COMPLETENESS_TTL`` seconds."""
+    """Yesterday's completeness: the daily rollup's (``province_days``, one row per province)
+    once it has rolled that day up, else computed here at most every ``OPS_COMPLETENESS_TTL``
+    seconds."""
     now = now if now is not None else clock.now()
     yesterday = now.astimezone(ZoneInfo(tz)).date() - timedelta(days=1)
+    rolled = conn.execute(
+        "SELECT province, meters, complete FROM province_days WHERE day = %s ORDER BY province",
+        (yesterday,),
+    ).fetchall()
+    if rolled:
+        return yesterday, [Completeness(r[0], int(r[1]), int(r[2])) for r in rolled]
     compute = _completeness_cache(current_app._get_current_object())  # type: ignore[attr-defined]
     return yesterday, compute(conn, yesterday, tz, Thresholds.from_config())
 

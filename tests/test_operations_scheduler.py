@@ -233,8 +233,9 @@ def test_scheduler_killed_mid_job_finishes_it_once_after_restart(
 ) -> None:
     env, instant, period = _today_setup(db)
     with psycopg.connect(db_url) as holder:
-        # Hold the bills run's own lock: the scheduler's bills job waits inside run_bills.
-        holder.execute("SELECT pg_advisory_xact_lock(%s)",
+        # Hold the bills run's own lock (period, block of meter ids; the test's meter ids lie in
+        # block 0): the scheduler's bills job waits inside run_bills.
+        holder.execute("SELECT pg_advisory_xact_lock(%s, 0)",
                        (_LOCK_PREFIX | (period.year * 12 + period.month),))  # fmt: skip
         first = scheduler(env)
         _wait(lambda: ("bills", instant, "running") in {r[:3] for r in _runs(db, "bills")},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 
 import click
@@ -10,8 +12,21 @@ import psycopg
 from billing.correct import correct
 from billing.issue import issue_period
 from billing.periods import Period
-from billing.run import run_bills
+from billing.run import MeterRange, RunReport, run_bills, split_ranges
 from doxa.app import App
+from doxa.errors import BadInput
+
+
+def _run_range(
+    url: str, period: Period, zone_key: str, reading_day: int | None, meter_range: MeterRange
+) -> RunReport:
+    """One worker process of ``--workers``: its own connection, its own range of meters."""
+    from zoneinfo import ZoneInfo
+
+    with psycopg.connect(url) as conn:
+        return run_bills(
+            conn, period, ZoneInfo(zone_key), reading_day=reading_day, meter_range=meter_range
+        )
 
 
 @click.group("bills")
@@ -21,19 +36,57 @@ def command() -> None:
 
 @command.command("run")
 @click.option("--period", required=True, metavar="YYYY-MM", help="The month the periods end in.")
+@click.option(
+    "--reading-day",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Only the customers whose reading day is N (1-28).",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    metavar="K",
+    help="Processes splitting the meters by ranges of meter ids.",
+)
 @click.pass_obj
-def run_command(app: App, period: str) -> None:
+def run_command(app: App, period: str, reading_day: int | None, workers: int) -> None:
     """Compute the bills of every customer whose period ends in month YYYY-MM.
 
     A customer with reading day d is billed from day d of the previous month to day d of YYYY-MM
     (00:00 in DOXA_TIMEZONE). Re-running replaces draft bills and never duplicates; issued bills
     are kept. Meters that cannot be billed yet (no reading on one side of a boundary, no tariff
     in force…) are listed with the reason, and the command still exits 0; exit 2 means a bad
-    period, 1 a database failure.
+    period, reading day or worker count, 1 a database failure.
     """
     parsed = Period.parse(period)  # PeriodError: exit 2
-    with psycopg.connect(app.database_url()) as conn:
-        report = run_bills(conn, parsed, app.settings.timezone)  # BillingDataError: exit 1
+    if reading_day is not None and not 1 <= reading_day <= 28:
+        raise BadInput(f"--reading-day must be 1-28, not {reading_day}")
+    if not 1 <= workers <= 64:
+        raise BadInput(f"--workers must be 1-64, not {workers}")
+    url = app.database_url()
+    zone = app.settings.timezone
+    if workers == 1:
+        with psycopg.connect(url) as conn:
+            report = run_bills(conn, parsed, zone, reading_day=reading_day)  # BillingDataError
+    else:
+        with psycopg.connect(url) as conn:
+            ranges = split_ranges(conn, workers, reading_day=reading_day)
+        report = RunReport(str(parsed))
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max(1, len(ranges)), mp_context=context) as pool:
+            futures = [
+                pool.submit(_run_range, url, parsed, zone.key, reading_day, r) for r in ranges
+            ]
+            for future in futures:
+                part = future.result()
+                report.written += part.written
+                report.estimated += part.estimated
+                report.kept_issued += part.kept_issued
+                report.skipped += part.skipped
+        report.skipped.sort(key=lambda s: (s.customer_code, s.meter_serial))
     kept = f", {len(report.kept_issued)} kept (already issued)" if report.kept_issued else ""
     click.echo(
         f"bills {report.period}: {report.written} computed ({report.estimated} estimated)"

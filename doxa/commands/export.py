@@ -88,13 +88,16 @@ def _output(out: str, fmt: str) -> Iterator[BinaryIO]:
 
 
 def _run(app: App, spec: exports.ExportSpec, fmt: str, out: str) -> None:
-    with psycopg.connect(app.database_url(), autocommit=True) as conn:
+    # Read from the replica when DOXA_DATABASE_READ_URL names one; the audit row goes to the
+    # primary.
+    with psycopg.connect(app.read_database_url(), autocommit=True) as read:
         meters = tuple(spec.detail.get("meters", ()))
-        unknown = exports.unknown_meters(conn, meters)
+        unknown = exports.unknown_meters(read, meters)
         if unknown:
             raise BadInput(f"unknown meter serial {unknown[0]!r}")
         with _output(out, fmt) as stream:
-            rows = exports.write_export(conn, spec, fmt, stream)
+            rows = exports.write_export(read, spec, fmt, stream)
+    with psycopg.connect(app.database_url(), autocommit=True) as conn:
         audit.record(
             conn,
             "cli",

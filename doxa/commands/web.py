@@ -32,6 +32,7 @@ def site_config(app: App, *, secret_key: str | None = None) -> dict[str, object]
     storage = settings.ratelimit_storage
     return {
         "DATABASE_URL": database_url,
+        "READ_DATABASE_URL": settings.database_read_url,
         "SECRET_KEY": secret,
         "TIMEZONE": settings.timezone.key,
         "RATELIMIT_STORAGE_URI": database_url if storage == "database" else storage,

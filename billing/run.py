@@ -34,12 +34,13 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.types.json import Jsonb
 
+from billing.lifecycle import Window, window
 from billing.periods import Period
 from billing.tariff import Priced, TariffTable, Tier, VatRate, price
 from doxa.errors import BillingDataError, NoClosing, TariffError
 from metering.calendar import local_midnight
 from metering.register import Closing, Register
-from schema.register_inputs import registers
+from schema.register_inputs import Predecessor, registers
 
 # Meters whose inputs are fetched together: a few statements per batch.
 BATCH = 1000
@@ -62,6 +63,16 @@ class MeterToBill:
     customer_code: str
     reading_day: int
     tariff_group: str
+    # Its life (contract §11; billing.lifecycle): shared by households, replaced, retired.
+    households: int = 1
+    predecessor: Predecessor | None = None
+    retired_at: datetime | None = None
+    retired_reason: str | None = None
+
+    def window(self, period: Period, zone: ZoneInfo) -> Window | None:
+        installed = self.predecessor.until if self.predecessor else None
+        return window(period, self.reading_day, zone, installed_at=installed,
+                      retired_at=self.retired_at, retired_reason=self.retired_reason)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -83,15 +94,16 @@ class RunReport:
 _UPSERT = """
 INSERT INTO bills (customer_id, meter_id, period, period_start, period_end, days,
                    start_index_kwh, end_index_kwh, consumption_kwh, amount_vnd, vat_vnd,
-                   total_vnd, estimated, breakdown)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (meter_id, period) DO UPDATE SET
+                   total_vnd, estimated, breakdown, households)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (meter_id, period) WHERE version = 1 DO UPDATE SET
     customer_id = EXCLUDED.customer_id, period_start = EXCLUDED.period_start,
     period_end = EXCLUDED.period_end, days = EXCLUDED.days,
     start_index_kwh = EXCLUDED.start_index_kwh, end_index_kwh = EXCLUDED.end_index_kwh,
     consumption_kwh = EXCLUDED.consumption_kwh, amount_vnd = EXCLUDED.amount_vnd,
     vat_vnd = EXCLUDED.vat_vnd, total_vnd = EXCLUDED.total_vnd,
-    estimated = EXCLUDED.estimated, breakdown = EXCLUDED.breakdown, computed_at = now()
+    estimated = EXCLUDED.estimated, breakdown = EXCLUDED.breakdown, computed_at = now(),
+    households = EXCLUDED.households, held_reason = NULL
 WHERE bills.status = 'draft'
 RETURNING id
 """
@@ -126,22 +138,49 @@ MeterRange = tuple[int, int]  # meter ids lo..hi, both included
 
 def meters_to_bill(
     conn: psycopg.Connection,
+    period: Period | None = None,
     reading_days: Collection[int] | None = None,
     meter_range: MeterRange | None = None,
 ) -> list[MeterToBill]:
-    """Every active meter, or only those of customers with one of ``reading_days`` (and with an
-    id in ``meter_range``), by meter id."""
+    """The meters in service (only those of customers with one of ``reading_days``, and with an
+    id in ``meter_range``, when given), and those retired recently enough to owe a bill of
+    ``period`` (``MeterToBill.window`` decides), by meter id."""
+    since = Period(2000, 1) if period is None else period.previous().previous()
     days = None if reading_days is None else sorted(reading_days)
     lo, hi = meter_range if meter_range is not None else (None, None)
     rows = conn.execute(
-        "SELECT m.id, m.serial, m.multiplier, c.id, c.code, c.reading_day, c.tariff_group"
+        "SELECT m.id, m.serial, m.multiplier, c.id, c.code, c.reading_day, c.tariff_group,"
+        " m.households, m.replaces_meter_id, p.serial, m.installed_at, m.retired_at,"
+        " m.retired_reason"
         " FROM meters m JOIN customers c ON c.id = m.customer_id"
-        " WHERE m.active AND (%(days)s::int[] IS NULL OR c.reading_day = ANY(%(days)s::int[]))"
+        " LEFT JOIN meters p ON p.id = m.replaces_meter_id"
+        " WHERE (m.active OR m.retired_at >= %(since)s)"
+        " AND (%(days)s::int[] IS NULL OR c.reading_day = ANY(%(days)s::int[]))"
         " AND (%(lo)s::int IS NULL OR m.id >= %(lo)s) AND (%(hi)s::int IS NULL OR m.id <= %(hi)s)"
         " ORDER BY m.id",
-        {"days": days, "lo": lo, "hi": hi},
+        {
+            "since": datetime(since.year, since.month, 1, tzinfo=ZoneInfo("UTC")),
+            "days": days,
+            "lo": lo,
+            "hi": hi,
+        },
     ).fetchall()
-    return [MeterToBill(*row) for row in rows]
+    return [
+        MeterToBill(
+            meter_id=r[0],
+            serial=r[1],
+            multiplier=r[2],
+            customer_id=r[3],
+            customer_code=r[4],
+            reading_day=r[5],
+            tariff_group=r[6],
+            households=r[7],
+            predecessor=Predecessor(r[8], r[9], r[10]) if r[8] else None,
+            retired_at=r[11],
+            retired_reason=r[12],
+        )
+        for r in rows
+    ]
 
 
 def split_ranges(
@@ -175,6 +214,14 @@ def breakdown(
         "estimated": closing.estimated,
         "multiplier": f"{meter.multiplier.normalize():f}",
     }
+
+
+def _life(meter: MeterToBill, bill_window: Window) -> dict[str, Any]:
+    """What the breakdown says of the meter's life: households, a final bill."""
+    out: dict[str, Any] = {"households": meter.households}
+    if bill_window.final:
+        out["final"] = True
+    return out
 
 
 @dataclass(frozen=True)
@@ -220,7 +267,7 @@ def run_bills(
             # A whole run also forgets the skips of meters no longer billed.
             conn.execute("DELETE FROM bill_skips WHERE period = %s", (str(period),))
         run = _Run(period, zone, load_tariffs(conn), load_vat_rates(conn), issued)
-        meters = meters_to_bill(conn, reading_days, meter_range)
+        meters = meters_to_bill(conn, period, reading_days, meter_range)
         blocks: dict[int, dict[int, list[MeterToBill]]] = defaultdict(lambda: defaultdict(list))
         for meter in meters:
             blocks[meter.meter_id // block][meter.reading_day].append(meter)
@@ -257,19 +304,28 @@ def _bill_batch(
     conn: psycopg.Connection[Any], run: _Run, meters: Sequence[MeterToBill], report: RunReport
 ) -> None:
     """Bill one batch: fetch every meter's inputs together, price in Python, write together."""
-    todo = [m for m in meters if m.meter_id not in run.issued]
+    windows = {m.meter_id: m.window(run.period, run.zone) for m in meters}
+    todo = [m for m in meters if m.meter_id not in run.issued and windows[m.meter_id]]
     conn.execute(
         "DELETE FROM bill_skips WHERE period = %s AND meter_id = ANY(%s)",
         (str(run.period), [m.meter_id for m in meters]),
     )
     report.kept_issued += [(m.customer_code, m.serial) for m in meters if m.meter_id in run.issued]
-    bounds = {m.meter_id: period_bounds(run.period, m.reading_day, run.zone) for m in todo}
-    found = registers(conn, bounds, {m.meter_id: m.serial for m in todo})
+    bounds = {m.meter_id: (w.start, w.end) for m in todo if (w := windows[m.meter_id])}
+    found = registers(
+        conn,
+        bounds,
+        {m.meter_id: m.serial for m in todo},
+        {m.meter_id: m.predecessor for m in todo if m.predecessor},
+    )
     bills: list[tuple[MeterToBill, tuple[Any, ...]]] = []
-    skips: list[tuple[MeterToBill, str]] = []
+    # Meters not billed for the period (retired, not yet installed) lose any draft of it.
+    skips: list[tuple[MeterToBill, str]] = [
+        (m, "") for m in meters if m.meter_id not in run.issued and not windows[m.meter_id]
+    ]
     for meter in todo:
         try:
-            row = _bill_meter(run, meter, found[meter.meter_id], *bounds[meter.meter_id])
+            row = _bill_meter(run, meter, found[meter.meter_id], windows[meter.meter_id])
         except (NoClosing, TariffError) as exc:
             skips.append((meter, str(exc)))
             continue
@@ -278,15 +334,16 @@ def _bill_batch(
 
 
 def _bill_meter(
-    run: _Run, meter: MeterToBill, register: Register, start: datetime, end: datetime
+    run: _Run, meter: MeterToBill, register: Register, bill_window: Window | None
 ) -> tuple[Any, ...]:
     """One meter's bill as the row to upsert; raises NoClosing or TariffError (a skip)."""
-    closing = register.between(start, end)
+    assert bill_window is not None
+    closing = register.between(bill_window.start, bill_window.end)
     for index in (closing.start_kwh, closing.end_kwh):
         if abs(index) >= MAX_INDEX_KWH:
             raise NoClosing(f"register index {index:g} kWh is beyond what a bill holds")
     consumption = closing.consumption_kwh(meter.multiplier)
-    first_day, closing_day = run.period.dates(meter.reading_day)
+    first_day, closing_day = bill_window.first_day, bill_window.closing_day
     try:
         priced = price(
             consumption,
@@ -294,6 +351,7 @@ def _bill_meter(
             closing_day,
             run.tariffs.get(meter.tariff_group, []),
             run.vat_rates,
+            meter.households,
         )
     except TariffError as exc:
         raise TariffError(f"{meter.tariff_group} tariff: {exc}") from None
@@ -311,7 +369,8 @@ def _bill_meter(
         priced.vat_vnd,
         priced.total_vnd,
         closing.estimated,
-        Jsonb(breakdown(priced, closing, meter, run.zone)),
+        Jsonb(breakdown(priced, closing, meter, run.zone) | _life(meter, bill_window)),
+        meter.households,
     )
     return row
 
@@ -343,6 +402,6 @@ def _write(
             cur.executemany(
                 "INSERT INTO bill_skips (meter_id, period, customer_id, reason)"
                 " VALUES (%s, %s, %s, %s)",
-                [(meter.meter_id, period, meter.customer_id, reason) for meter, reason in skips],
+                [(m.meter_id, period, m.customer_id, reason) for m, reason in skips if reason],
             )
-    report.skipped += [Skipped(m.customer_code, m.serial, reason) for m, reason in skips]
+    report.skipped += [Skipped(m.customer_code, m.serial, r) for m, r in skips if r]

@@ -5,7 +5,8 @@ Given the billed kWh of a period ``[start, end)`` (N days), the tariff tables an
 1. the period is split at every price or VAT change strictly inside it (the change day belongs to
    the later part); a part of n days gets round(kWh × n / N), the last part the remainder;
 2. each part's tier widths are round(width × n / T), T being the number of days of the calendar
-   month before the month of ``end`` (so a regular monthly period keeps the widths as they are);
+   month before the month of ``end`` (so a regular monthly period keeps the widths as they are),
+   times the households sharing the meter (contract §11);
 3. the kWh of a part fill its tiers in order; a tier line costs kWh × price;
 4. VAT is round(amount × rate) per part; the total is amount + VAT.
 
@@ -197,12 +198,24 @@ def prorated_width(width_kwh: int | None, days: int, month_days: int) -> int | N
     return None if width_kwh is None else half_up(Fraction(width_kwh * days, month_days))
 
 
-def fill_tiers(kwh: int, table: TariffTable, days: int, month_days: int) -> tuple[Line, ...]:
-    """Spread ``kwh`` over the tiers of ``table``, widths prorated to ``days`` / ``month_days``."""
+def shared_width(width_kwh: int | None, households: int) -> int | None:
+    """A tier's width on a meter shared by ``households`` (Circular 16/2014 Art. 10 as amended
+    by Circular 09/2023): the prorated width times the households, so two households exactly
+    double every tier."""
+    if households < 1:
+        raise ValueError(f"households must be at least 1, not {households}")
+    return None if width_kwh is None else width_kwh * households
+
+
+def fill_tiers(
+    kwh: int, table: TariffTable, days: int, month_days: int, households: int = 1
+) -> tuple[Line, ...]:
+    """Spread ``kwh`` over the tiers of ``table``, widths prorated to ``days`` / ``month_days``
+    and multiplied by the ``households`` sharing the meter (contract §11)."""
     lines = []
     left = kwh
     for tier in table.tiers:
-        width = prorated_width(tier.width_kwh, days, month_days)
+        width = shared_width(prorated_width(tier.width_kwh, days, month_days), households)
         take = left if width is None else min(left, width)
         lines.append(Line(tier.tier, width, take, tier.price_vnd))
         left -= take
@@ -215,8 +228,10 @@ def price(
     end: date,
     tariffs: Sequence[TariffTable],
     vat_rates: Sequence[VatRate],
+    households: int = 1,
 ) -> Priced:
-    """Price ``consumption_kwh`` used over ``[start, end)`` (see the module docstring)."""
+    """Price ``consumption_kwh`` used over ``[start, end)`` (see the module docstring) on a
+    meter shared by ``households``."""
     if consumption_kwh < 0:
         raise ValueError(f"consumption cannot be negative: {consumption_kwh}")
     total_days = (end - start).days
@@ -241,7 +256,7 @@ def price(
         vat = in_force(vat_rates, part_start)
         if vat is None:
             raise TariffError(f"no VAT rate in force on {part_start}")
-        lines = fill_tiers(kwh, table, days, month_days)
+        lines = fill_tiers(kwh, table, days, month_days, households)
         parts.append(Part(part_start, part_end, kwh, table.effective_from, vat.rate, lines))
     return Priced(consumption_kwh, tuple(parts))
 
@@ -256,13 +271,14 @@ class Band(NamedTuple):
     price_vnd: int
 
 
-def bands(tiers: Sequence[Tier], start: date, end: date) -> list[Band]:
-    """The tiers of the period ``[start, end)`` with their widths prorated as its bill's are."""
+def bands(tiers: Sequence[Tier], start: date, end: date, households: int = 1) -> list[Band]:
+    """The tiers of the period ``[start, end)`` with their widths prorated (and multiplied by
+    the households) as its bill's are."""
     days, month_days = (end - start).days, days_in_month_before(end)
     out = []
     lower = 0
     for tier in tiers:
-        width = prorated_width(tier.width_kwh, days, month_days)
+        width = shared_width(prorated_width(tier.width_kwh, days, month_days), households)
         out.append(Band(tier.tier, lower, None if width is None else lower + width, tier.price_vnd))
         if width is None:
             break

@@ -4,7 +4,7 @@ notice choices, their requests for changes staff must review, and the staff deci
 Every change is written to ``audit_log`` with the value before it. Name, address and "I am the
 new owner" are never edited by the customer: each is a request (``account_requests``), at most
 one open per kind, that staff approve or reject with a reason. Approving a new owner runs
-:func:`change_owner`, the one function issue 13's ``doxa customers transfer`` replaces.
+:func:`change_owner`: the change of owner of ``doxa customers transfer`` (issue 13).
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 
 from care.contacts import N_
+from doxa.errors import LifecycleError
 from schema import audit
 
 REQUEST_KINDS = ("name", "address", "new_owner")
@@ -222,12 +224,24 @@ def request_provinces(conn: psycopg.Connection) -> list[str]:
 
 
 def change_owner(
-    conn: psycopg.Connection, customer_id: int, new_name: str, actor: str, at: datetime
+    conn: psycopg.Connection,
+    customer_id: int,
+    new_name: str,
+    actor: str,
+    at: datetime,
+    zone: ZoneInfo | None = None,
 ) -> None:
-    """A change of owner of the account. Until issue 13's ``doxa customers transfer`` lands
-    (which dates the change so bills before it keep the old name), it renames the customer and
-    leaves the trace in the audit log; replace this body with a call to that transfer."""
-    _set_customer_field(conn, customer_id, "name", new_name, actor, "customer.transfer", at)
+    """A change of owner of the account from the local day of ``at`` on: the change of owner of
+    ``doxa customers transfer`` (``schema.lifecycle.transfer_customer``), so bills whose period
+    ends by then keep the old name; audited there."""
+    from schema.lifecycle import transfer_customer
+
+    zone = zone or ZoneInfo("UTC")
+    try:
+        transfer_customer(conn, customer_id, new_name, at.astimezone(zone).date(), actor=actor,
+                          now=at, zone=zone, note="approved owner review")  # fmt: skip
+    except LifecycleError as exc:
+        raise ReviewError(str(exc)) from exc
 
 
 def _set_customer_field(
@@ -260,8 +274,10 @@ def decide(
     reason: str,
     actor: str,
     now: datetime,
+    zone: ZoneInfo | None = None,
 ) -> Request:
-    """Approve (apply the change) or reject a pending request, with the staff's reason."""
+    """Approve (apply the change) or reject a pending request, with the staff's reason; a new
+    owner takes the account from the local day (in ``zone``) of ``now``."""
     with conn.transaction():
         row = conn.execute(
             "SELECT customer_id, kind, requested_value, state FROM account_requests"
@@ -275,7 +291,7 @@ def decide(
             raise ReviewError(N_("This request has already been decided."))
         if approve:
             if kind == "new_owner":
-                change_owner(conn, customer_id, requested, actor, now)
+                change_owner(conn, customer_id, requested, actor, now, zone)
             else:
                 _set_customer_field(conn, customer_id, kind, requested, actor,
                                     f"customer.{kind}", now)  # fmt: skip

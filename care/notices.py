@@ -94,10 +94,13 @@ def enqueue_bill_issued(
         {"ids": list(bill_ids)},
     ).fetchall()
     contacts = {r[0]: Contact(*r) for r in rows}
+    if not contacts:
+        return 0  # (a period issued for customers without contact details reads no bills)
     bills = conn.execute(
         "SELECT id, customer_id, period, period_start, period_end, consumption_kwh, total_vnd"
-        " FROM bills WHERE id = ANY(%s) AND status = 'issued' ORDER BY id",
-        (list(bill_ids),),
+        " FROM bills WHERE id = ANY(%s) AND status = 'issued' AND customer_id = ANY(%s)"
+        " ORDER BY id",
+        (list(bill_ids), list(contacts)),
     ).fetchall()
     due = now.astimezone(zone).date() + timedelta(days=payment_days)
     queued: list[outbox.Notice] = []

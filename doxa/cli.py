@@ -42,6 +42,7 @@ def _register_commands() -> None:
         backfill,
         bills,
         collect,
+        customers,
         db,
         demo,
         export,
@@ -61,6 +62,7 @@ def _register_commands() -> None:
                    notify, backfill):  # fmt: skip
         cli.add_command(module.command)
     cli.add_command(outages.command)
+    cli.add_command(customers.command)
     cli.add_command(scheduler.command)
     cli.add_command(readings.command)
     cli.add_command(rollup.rollup_command)

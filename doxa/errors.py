@@ -11,7 +11,11 @@ reads one page, as with psycopg's ``psycopg.errors``. Each error carries its exi
     │   │                                                                      (schema.inventory)
     │   ├── UserError              a staff username, role or password          (schema.users)
     │   ├── PeriodError            a billing period that is not YYYY-MM        (billing.periods)
-    │   └── ExportError            an export that cannot be made as asked      (exports)
+    │   ├── ExportError            an export that cannot be made as asked      (exports)
+    │   ├── BillStateError         a bill that cannot be issued, released or corrected as
+    │   │                          asked                                       (billing.issue)
+    │   └── LifecycleError         a replacement, decommissioning or change of owner that
+    │                              cannot be recorded as asked                 (schema.lifecycle)
     ├── Failure            exit 1  something needed at run time is not working (also a
     │   │                          RuntimeError)
     │   ├── ServiceError           the embedded PostgreSQL or Mosquitto        (doxa.services)
@@ -94,6 +98,14 @@ class PeriodError(BadInput):
 
 class ExportError(BadInput):
     """The export cannot be made as asked (dates reversed, bad period…); one line says why."""
+
+
+class BillStateError(BadInput):
+    """A bill cannot be issued, released or corrected as asked (none issued, nothing changed…)."""
+
+
+class LifecycleError(BadInput):
+    """A meter replacement, decommissioning or change of owner cannot be recorded as asked."""
 
 
 # -- failures -----------------------------------------------------------------------------------

@@ -140,7 +140,13 @@ BILLS_COLUMNS = (
     Column("vat_vnd", "number"),
     Column("total_vnd", "number"),
     Column("estimated", "bool"),
+    # Contract §11: a correction is one more row (version 2, 3…) holding the difference.
+    Column("status"),  # draft | held | issued
+    Column("version", "number"),
+    Column("households", "number"),
+    Column("held_reason"),
 )
+BILL_STATUSES = ("draft", "held", "issued")
 CLOSING_COLUMNS = (
     Column("customer_code"),
     Column("meter_serial"),
@@ -353,20 +359,30 @@ def reading_exceptions(
     )
 
 
-def bills(period: str, selection: Selection = Selection()) -> ExportSpec:
-    """The bills of a period (``YYYY-MM``), by customer code then meter serial."""
+_STATUS = "CASE WHEN b.status = 'draft' AND b.held_reason IS NOT NULL THEN 'held' ELSE b.status END"
+
+
+def bills(period: str, selection: Selection = Selection(), status: str | None = None) -> ExportSpec:
+    """The bills of a period (``YYYY-MM``), by customer code, meter serial then version; only
+    those of ``status`` (draft, held, issued) when given."""
     parse_period(period)
     params: dict[str, Any] = {"period": period.strip()}
     where = _where(selection, params)
+    if status is not None:
+        if status not in BILL_STATUSES:
+            raise ExportError(f"invalid status {status!r}: one of {', '.join(BILL_STATUSES)}")
+        params["status"] = status
+        where += f" AND {_STATUS} = %(status)s"
     query = f"""
         SELECT c.code AS customer_code, m.serial AS meter_serial, b.period_start, b.period_end,
                b.days, b.start_index_kwh, b.end_index_kwh, b.consumption_kwh, b.amount_vnd,
-               b.vat_vnd, b.total_vnd, {_bool("b.estimated")} AS estimated
+               b.vat_vnd, b.total_vnd, {_bool("b.estimated")} AS estimated,
+               {_STATUS} AS status, b.version, b.households, b.held_reason
         FROM bills b
         JOIN customers c ON c.id = b.customer_id
         JOIN meters m ON m.id = b.meter_id
         WHERE b.period = %(period)s AND {where}
-        ORDER BY c.code, m.serial"""
+        ORDER BY c.code, m.serial, b.version"""
     return ExportSpec(
         kind="bills",
         columns=BILLS_COLUMNS,
@@ -374,24 +390,30 @@ def bills(period: str, selection: Selection = Selection()) -> ExportSpec:
         params=params,
         timezone="UTC",
         filename=f"bills_{period.strip()}",
-        detail={"period": period.strip(), **selection.describe()},
+        detail={
+            "period": period.strip(),
+            **selection.describe(),
+            **({"status": status} if status else {}),
+        },
     )
 
 
 def closing_indices(period: str, tz: str, selection: Selection = Selection()) -> ExportSpec:
-    """Every active meter's register at the close of ``period`` (its customer's reading day of
-    that month, 00:00 local), by customer code then meter serial: the metering rule's index, as
-    the bill ends on it (``exports.closing``)."""
+    """Every meter in service at the close of ``period`` (its customer's reading day of that
+    month, 00:00 local: not yet retired then, already installed), by customer code then meter
+    serial: the metering rule's index, as the bill ends on it (``exports.closing``)."""
     from exports import closing
 
     year, month = parse_period(period)
-    params: dict[str, Any] = {"year": year, "month": month}
+    params: dict[str, Any] = {"year": year, "month": month, "tz": tz}
     where = _where(selection, params)
+    close = "make_timestamptz(%(year)s, %(month)s, c.reading_day, 0, 0, 0, %(tz)s)"
     query = f"""
         SELECT m.id, m.serial, c.code, c.reading_day
         FROM meters m
         JOIN customers c ON c.id = m.customer_id
-        WHERE m.active AND {where}
+        WHERE (m.active OR m.retired_at >= {close})
+          AND (m.installed_at IS NULL OR m.installed_at < {close}) AND {where}
         ORDER BY c.code, m.serial"""
     return ExportSpec(
         kind="closing_indices",

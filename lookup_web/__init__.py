@@ -16,6 +16,7 @@ from lookup_web import (
     account,
     api,
     auth,
+    bills_staff,
     customers,
     db,
     errors,
@@ -60,6 +61,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint)
     app.register_blueprint(outages.bp)
     app.register_blueprint(service_requests.bp)
+    app.register_blueprint(bills_staff.bp)
     app.register_blueprint(exceptions.bp)
     return app
 

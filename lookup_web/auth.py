@@ -25,6 +25,8 @@ What each role may do (tests/test_staff_matrix.py checks every route against it)
 | `review_accounts` | customers' requests at `/staff/reviews` | yes    | no       | yes   |
 | `manage_outages`  | plan, edit, cancel outages             | no      | yes      | yes   |
 | `work_requests`   | service requests and on-time shares    | yes     | yes      | yes   |
+| `manage_billing`  | `/staff/bills`, `/staff/meters`: holds, | yes     | no       | yes   |
+|                   | corrections, replace, decommission, transfer |  |          |       |
 | `validate_readings` | `/staff/exceptions` (accept, edit, estimate) | yes | no | yes |
 
 A user may hold several roles (``doxa users add NAME --role engineer --role billing``).
@@ -59,6 +61,7 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "review_accounts": frozenset({"billing", "admin"}),
     "manage_outages": frozenset({"engineer", "admin"}),
     "work_requests": frozenset({"billing", "engineer", "admin"}),
+    "manage_billing": frozenset({"billing", "admin"}),
     "validate_readings": frozenset({"billing", "admin"}),
 }
 SIGNED_IN_AT = "staff_signed_in_at"

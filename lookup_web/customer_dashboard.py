@@ -114,7 +114,7 @@ def build(
         so_far.kwh, period_begins, local_midnight(end, zone), point.ts if point else None
     )
     table = q.tariff(conn, customer.tariff_group, today)
-    tiers = bands(table, current, end) if table else []
+    tiers = bands(table, current, end, meter.households) if table else []
     reached = band_reached(tiers, projected) if projected is not None and tiers else None
     return Dashboard(
         latest=latest,

@@ -41,6 +41,7 @@ class Meter:
     serial: str
     multiplier: Decimal
     active: bool
+    households: int = 1  # sharing the meter: its tier widths × households (contract §11)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def customer_and_meters(
     needs to check that the meter is theirs and to list the others."""
     rows = conn.execute(
         "SELECT c.id, c.code, c.name, c.address, c.tariff_group, c.reading_day,"
-        " m.id, m.serial, m.multiplier, m.active"
+        " m.id, m.serial, m.multiplier, m.active, m.households"
         " FROM customers c LEFT JOIN meters m ON m.customer_id = c.id"
         " WHERE c.id = %s ORDER BY m.serial",
         (customer_id,),
@@ -118,8 +119,9 @@ def meter_bills(
     """(billed kWh, estimated) of this meter's bills of ``periods``: the monthly chart shows a
     closed period as billed."""
     rows = conn.execute(
-        "SELECT period, consumption_kwh, estimated FROM bills"
-        " WHERE meter_id = %s AND period = ANY(%s)",
+        # A corrected bill's versions add up to the corrected consumption.
+        "SELECT period, sum(consumption_kwh), bool_or(estimated) FROM bills"
+        " WHERE meter_id = %s AND period = ANY(%s) GROUP BY period",
         (meter_id, list(periods)),
         prepare=True,
     ).fetchall()
@@ -197,19 +199,26 @@ class BillRow:
     estimated: bool
     status: str
     breakdown: dict[str, Any]
+    # Contract §11: a correction is a further version holding the difference; the name is the
+    # account's on the bill's last day (frozen when issued).
+    version: int = 1
+    correction_reason: str | None = None
+    customer_name: str = ""
+    meter_id: int = 0
 
 
 _BILL_COLUMNS = (
     "b.id, b.period, m.serial, b.period_start, b.period_end, b.days, b.start_index_kwh,"
     " b.end_index_kwh, b.consumption_kwh, b.amount_vnd, b.vat_vnd, b.total_vnd, b.estimated,"
-    " b.status, b.breakdown"
+    " b.status, b.breakdown, b.version, b.correction_reason,"
+    " coalesce(b.customer_name, customer_name_on(b.customer_id, b.period_end - 1)), b.meter_id"
 )
 
 
 def bills(conn: psycopg.Connection, customer_id: int, limit: int = 36) -> list[BillRow]:
     rows = conn.execute(
         f"SELECT {_BILL_COLUMNS} FROM bills b JOIN meters m ON m.id = b.meter_id"
-        " WHERE b.customer_id = %s ORDER BY b.period DESC, m.serial LIMIT %s",
+        " WHERE b.customer_id = %s ORDER BY b.period DESC, m.serial, b.version LIMIT %s",
         (customer_id, limit),
         prepare=True,
     ).fetchall()
@@ -225,3 +234,13 @@ def bill(conn: psycopg.Connection, customer_id: int, bill_id: int) -> BillRow | 
         (bill_id, customer_id),
     )
     return BillRow(*row) if row else None
+
+
+def bill_versions(conn: psycopg.Connection, bill: BillRow) -> list[BillRow]:
+    """Every version of the bill's meter and period, first first (one, unless corrected)."""
+    rows = conn.execute(
+        f"SELECT {_BILL_COLUMNS} FROM bills b JOIN meters m ON m.id = b.meter_id"
+        " WHERE b.meter_id = %s AND b.period = %s ORDER BY b.version",
+        (bill.meter_id, bill.period),
+    ).fetchall()
+    return [BillRow(*r) for r in rows]

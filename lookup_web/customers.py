@@ -392,10 +392,16 @@ def bill(customer_id: int, bill_id: int) -> str:
     with db.connection() as conn:
         customer = q.customer(conn, customer_id)
         row = q.bill(conn, customer_id, bill_id) if bill_id < 2**63 else None
+        versions = q.bill_versions(conn, row) if row is not None else []
     if customer is None or row is None:
         abort(404)
     return render_template(
-        "customer/bill.html", customer=customer, bill=row, parts=_bill_parts(row.breakdown)
+        "customer/bill.html",
+        customer=customer,
+        bill=row,
+        parts=_bill_parts(row.breakdown),
+        versions=versions,
+        corrected_total=sum(v.total_vnd for v in versions),
     )
 
 

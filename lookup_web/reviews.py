@@ -4,14 +4,15 @@ account over as its new owner, reviewed by staff (contract §13).
 Billing staff and admins (capability ``review_accounts``) see the open requests, oldest first,
 filtered by province, and approve or reject each with a reason; the decision and the value it
 replaced are audited (``care.accounts.decide``). Approving a new owner runs
-``care.accounts.change_owner``.
+``care.accounts.change_owner``, the change of owner of ``doxa customers transfer``.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 
@@ -50,7 +51,8 @@ def decide(request_id: int) -> Any:
     try:
         with db.connection() as conn:
             decided = accounts.decide(conn, request_id, decision == "approve", reason,
-                                      current_user.username, _now())  # fmt: skip
+                                      current_user.username, _now(),
+                                      ZoneInfo(current_app.config["TIMEZONE"]))  # fmt: skip
     except accounts.ReviewError as exc:
         flash(_(str(exc)), "error")
         return redirect(back)

@@ -4,7 +4,9 @@ Actions in use: ``login``, ``login_failed``, ``logout``, ``export.readings``,
 ``export.closing_indices``, ``export.bills``, ``api.readings`` (an API read of readings: meter,
 customer code, range, rows returned), ``token.create``, ``token.revoke``, ``user.add``,
 ``user.passwd`` (with the sessions it ended), ``password_failed`` (a wrong current password on
-``/staff/password``), ``collector.forget``. The actor is a staff username or ``cli``.
+``/staff/password``), ``collector.forget``, ``bills.issue``, ``bill.release``,
+``bill.correct``, ``meter.replace``, ``meter.decommission``, ``customer.transfer`` (each with
+the values before it). The actor is a staff username or ``cli``.
 """
 
 from __future__ import annotations

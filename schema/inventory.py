@@ -33,7 +33,8 @@ REQUIRED_COLUMNS = (
     "unit_id",
     "multiplier",
 )
-OPTIONAL_COLUMNS = ("collector_id",)
+OPTIONAL_COLUMNS = ("collector_id", "households")
+MAX_HOUSEHOLDS = 999  # households sharing one meter (contract §11)
 # Gateway quirks (contract §11b): per gateway, so the meters of one host:port must agree.
 GATEWAY_COLUMNS = ("framing", "request_delay_ms", "timeout_ms")
 FRAMINGS = ("tcp", "rtu-over-tcp")
@@ -57,6 +58,7 @@ class InventoryRow:
     unit_id: int | None
     multiplier: Decimal
     collector_id: str | None
+    households: int = 1
     gateway: GatewayOptions | None = None  # Modbus meters only
 
     @property
@@ -178,7 +180,9 @@ def _parse_row(
     collector_id = get.get("collector_id") or None
     if collector_id is not None and not COLLECTOR_ID.match(collector_id):
         raise _RowProblem("collector_id", f"{collector_id!r} must be letters, digits or _ . -")
+    households = _int_in(get, "households", 1, MAX_HOUSEHOLDS) if get.get("households") else 1
     return InventoryRow(
+        households=households,
         line=line,
         customer_code=code,
         customer_name=get["customer_name"],
@@ -316,7 +320,8 @@ def _check_against_database(conn: psycopg.Connection, rows: list[InventoryRow]) 
             (h, p, u): s
             for h, p, u, s in conn.execute(
                 "SELECT host, port, unit_id, serial FROM meters WHERE protocol = 'modbus'"
-                " AND host = ANY(%s)",
+                " AND host = ANY(%s)"
+                " AND retired_at IS NULL",
                 (sorted({r.host for r in modbus}),),
             )
         }
@@ -385,17 +390,19 @@ def import_inventory(conn: psycopg.Connection, rows: list[InventoryRow]) -> tupl
             )  # fmt: skip
             cur.executemany(
                 "INSERT INTO meters (serial, customer_id, protocol, model, host, port, unit_id,"
-                " multiplier, collector_id, framing, request_delay_ms, timeout_ms)"
-                " SELECT %s, id, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s FROM customers"
+                " multiplier, collector_id, framing, request_delay_ms, timeout_ms, households)"
+                " SELECT %s, id, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s FROM customers"
                 " WHERE code = %s"
                 " ON CONFLICT (serial) DO UPDATE SET protocol = EXCLUDED.protocol,"
                 " model = EXCLUDED.model, host = EXCLUDED.host, port = EXCLUDED.port,"
                 " unit_id = EXCLUDED.unit_id, multiplier = EXCLUDED.multiplier,"
                 " collector_id = EXCLUDED.collector_id, framing = EXCLUDED.framing,"
                 " request_delay_ms = EXCLUDED.request_delay_ms, timeout_ms = EXCLUDED.timeout_ms,"
-                " active = true, updated_at = now()",
+                " updated_at = now()"
+                # A retired meter (replaced, decommissioned) stays retired when re-imported.
+                ", households = EXCLUDED.households, active = meters.retired_at IS NULL",
                 [(r.meter_serial, r.protocol, r.model, r.host, r.port, r.unit_id, r.multiplier,
-                  r.collector_id, *_options(r), r.customer_code) for r in rows],
+                  r.collector_id, *_options(r), r.households, r.customer_code) for r in rows],
             )  # fmt: skip
         conn.execute("UPDATE inventory_version SET version = version + 1, changed_at = now()")
     return len(customers), len(rows)

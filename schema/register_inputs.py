@@ -18,6 +18,12 @@ latest reading), three statements at most, whatever the number of meters:
    the SQL test is a superset of :func:`metering.register.is_drop` / ``is_glitch``, which decide;
    ``tests/test_register_inputs.py`` holds the two together).
 
+**Replacements across meters** (``predecessors``): when a meter replaced another at an instant,
+the instants it is asked about up to the swap are also asked of the old meter, whose readings
+before the swap (and its own breaks) join the new meter's history; the swap itself is the new
+meter's ``meter_resets`` row, so the one rule (``metering.register``) sees one metering point
+whose first stretch is the old meter's (named by its serial in the bill's segments).
+
 A reading whose register is not a finite number is never fetched. Times come back aware, in the
 session's time zone. Validation, estimation and edits (readings of quality ``estimated`` /
 ``edited``, reading history) and a daily rollup change what is read here, and nowhere else.
@@ -27,8 +33,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -39,6 +46,7 @@ from metering.register import (
     Point,
     Register,
     Replacement,
+    Stretch,
     breaks,
 )
 
@@ -97,6 +105,15 @@ _SLACK = 1 - 1e-9
 Pair = tuple[Point | None, Point | None]
 
 
+class Predecessor(NamedTuple):
+    """The meter a meter replaced, and the instant of the swap (``meters.replaces_meter_id``,
+    ``meters.installed_at``)."""
+
+    meter_id: int
+    serial: str
+    until: datetime
+
+
 def _point(ts: datetime | None, kwh: float | None, quality: str | None) -> Point | None:
     return None if ts is None or kwh is None else Point(ts, kwh, quality or "actual")
 
@@ -139,26 +156,55 @@ def registers(
     conn: psycopg.Connection[Any],
     wanted: Mapping[int, Iterable[datetime]],
     serials: Mapping[int, str] | None = None,
+    predecessors: Mapping[int, Predecessor] | None = None,
 ) -> dict[int, Register]:
     """Each meter's register around the instants asked of it (see the module docstring). A meter
     with no reading within reach gets an empty register (every index unknown)."""
-    pairs = [(meter, at) for meter, instants in wanted.items() for at in sorted(set(instants))]
+    asked = {meter: sorted(set(instants)) for meter, instants in wanted.items()}
+    pairs = [(meter, at) for meter, instants in asked.items() for at in instants]
+    olds = {m: p for m, p in (predecessors or {}).items() if m in asked}
+    # The old meter answers for the instants up to its swap (keyed by the new meter's id).
+    old_pairs = [(m, p.meter_id, at) for m, p in olds.items() for at in asked[m] if at <= p.until]
+    found = nearest(conn, pairs + [(old, at) for _, old, at in old_pairs])
     points: dict[int, dict[datetime, Point]] = defaultdict(dict)
-    for (meter, _), pair in zip(pairs, nearest(conn, pairs), strict=True):
+    for (meter, _), pair in zip(pairs, found[: len(pairs)], strict=True):
         for p in pair:
-            if p is not None:
+            if p is not None and (meter not in olds or p.ts >= olds[meter].until):
                 points[meter][p.ts] = p
+    old_points: dict[int, dict[datetime, Point]] = defaultdict(dict)
+    for (meter, _, _), pair in zip(old_pairs, found[len(pairs) :], strict=True):
+        for p in pair:
+            if p is not None and p.ts < olds[meter].until:
+                old_points[meter][p.ts] = p
     spans = {m: (min(found), max(found)) for m, found in points.items() if found}
+    for m, p in olds.items():
+        # The swap (the new meter's meter_resets row) lies inside the new meter's span.
+        lo, hi = spans.get(m, (p.until, p.until))
+        spans[m] = (min(lo, p.until - _US, *old_points[m]), max(hi, p.until))
     replacements, steps = _breaks(conn, spans)
-    return {
-        meter: _register(
-            points.get(meter, {}),
-            replacements.get(meter, []),
-            steps.get(meter, []),
-            (serials or {}).get(meter, ""),
-        )
-        for meter in wanted
+    old_spans = {
+        olds[m].meter_id: (min(found), max(found)) for m, found in old_points.items() if found
     }
+    old_replacements, old_steps = _breaks(conn, old_spans)
+    out = {}
+    for meter in asked:
+        known = points.get(meter, {})
+        meter_steps = steps.get(meter, [])
+        meter_replacements = replacements.get(meter, [])
+        old = olds.get(meter)
+        if old is not None:
+            known.update(old_points[meter])
+            meter_steps = meter_steps + [
+                s for s in old_steps.get(old.meter_id, []) if s[1].ts < old.until
+            ]
+            meter_replacements = meter_replacements + [
+                r for r in old_replacements.get(old.meter_id, []) if r.ts < old.until
+            ]
+        register = _register(known, meter_replacements, meter_steps, (serials or {}).get(meter, ""))
+        if old is not None:
+            register = Register([_named(s, old) for s in register.stretches], register.glitches)
+        out[meter] = register
+    return out
 
 
 def register_of_readings(
@@ -185,6 +231,14 @@ def _register(
         known.setdefault(after.ts, after)
     resets, glitches = breaks(replacements, steps)
     return Register.from_readings(known.values(), resets, glitches, serial)
+
+
+_US = timedelta(microseconds=1)
+
+
+def _named(stretch: Stretch, old: Predecessor) -> Stretch:
+    """A stretch that begins before the swap is the old meter's register."""
+    return replace(stretch, meter=old.serial) if stretch.points[0].ts < old.until else stretch
 
 
 def _breaks(

@@ -69,9 +69,12 @@ def test_readings_to_bills_to_csv(
     assert export.code == 0, export.err
     assert out.read_text(encoding="utf-8").splitlines() == [
         "customer_code,meter_serial,period_start,period_end,days,start_index_kwh,end_index_kwh,"
-        "consumption_kwh,amount_vnd,vat_vnd,total_vnd,estimated",
-        "PB01010012345,SDM-0001,2025-05-15,2025-06-15,31,1001.000,1251.000,250,589600,58960,648560,false",
-        "PK02030000123,CT-0040,2025-05-15,2025-06-15,31,101.500,105.000,140,296900,29690,326590,true",
+        "consumption_kwh,amount_vnd,vat_vnd,total_vnd,estimated,status,version,households,"
+        "held_reason",
+        "PB01010012345,SDM-0001,2025-05-15,2025-06-15,31,1001.000,1251.000,250,589600,58960,648560,false,"
+        "draft,1,1,",
+        "PK02030000123,CT-0040,2025-05-15,2025-06-15,31,101.500,105.000,140,296900,29690,326590,true,"
+        "draft,1,1,",
     ]
 
     # Re-running gives the same bills, never duplicates.

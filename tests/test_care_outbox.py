@@ -74,8 +74,7 @@ def test_bill_issued_notice_arrives_by_email_and_sms_in_the_customers_language(
     add_contact(db, en_id, email="binh@example.vn", channel="email", language="en")
     issued = [add_bill(db, vi_id, vi_meter, "2025-06", lines=LINES),
               add_bill(db, en_id, en_meter, "2025-06", lines=LINES)]  # fmt: skip
-    draft = add_bill(db, en_id, en_meter, "2025-05", lines=LINES)
-    db.execute("UPDATE bills SET status = 'draft' WHERE id = %s", (draft,))
+    draft = add_bill(db, en_id, en_meter, "2025-05", lines=LINES, status="draft")
 
     assert notices.enqueue_bill_issued(db, [*issued, draft], NOW, ZONE) == 3
     assert notices.enqueue_bill_issued(db, issued, NOW, ZONE) == 0  # once per channel

@@ -31,7 +31,7 @@ import exports
 pytestmark = pytest.mark.db
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 READINGS_HEADER = "meter_serial,customer_code,ts,energy_import_kwh,energy_export_kwh,power_w,voltage_v,current_a,quality"
-BILLS_HEADER = "customer_code,meter_serial,period_start,period_end,days,start_index_kwh,end_index_kwh,consumption_kwh,amount_vnd,vat_vnd,total_vnd,estimated"
+BILLS_HEADER = "customer_code,meter_serial,period_start,period_end,days,start_index_kwh,end_index_kwh,consumption_kwh,amount_vnd,vat_vnd,total_vnd,estimated,status,version,households,held_reason"
 
 
 @pytest.fixture
@@ -359,8 +359,10 @@ def test_bills_csv_and_xlsx(doxa, db_url, db, tmp_path: Path) -> None:
     assert result.code == 0, result.err
     assert result.out.splitlines() == [
         BILLS_HEADER,
-        "PB0101000001,BA-1,2025-04-15,2025-05-15,30,100.250,250.000,150,291350,23308,314658,false",
-        "PB0101000002,BB-1,2025-04-15,2025-05-15,30,1200.000,1450.500,251,517856,41428,559284,true",
+        "PB0101000001,BA-1,2025-04-15,2025-05-15,30,100.250,250.000,150,291350,23308,314658,false,"
+        "draft,1,1,",
+        "PB0101000002,BB-1,2025-04-15,2025-05-15,30,1200.000,1450.500,251,517856,41428,559284,true,"
+        "draft,1,1,",
     ]
     out = tmp_path / "bills.xlsx"
     assert (
@@ -385,8 +387,12 @@ def test_bills_csv_and_xlsx(doxa, db_url, db, tmp_path: Path) -> None:
         23308,
         314658,
         False,
+        "draft",
+        1,
+        1,
+        None,
     )
-    assert rows[2][-1] is True and rows[2][6] == 1450.5
+    assert rows[2][11] is True and rows[2][6] == 1450.5
     book.close()
 
 

@@ -195,6 +195,32 @@ CASES = [
         form={"state": "in_progress", "note": "Đang xử lý"},
     ),
     Case("GET", "/api/v1/outages", _all("ok")),
+    # Bill and meter lifecycle (issue 13): billing staff and admins.
+    Case("GET", "/staff/bills", _all("ok", **PAGE, engineer="403")),
+    Case(
+        "GET",
+        "/staff/bills/<int:bill_id>",
+        _all("ok", **PAGE, engineer="403"),
+        path=lambda ids: f"/staff/bills/{ids['bill']}",
+    ),
+    Case(
+        "POST",
+        "/staff/bills/<int:bill_id>/release",
+        _all("ok", **PAGE, engineer="403"),
+        path=lambda ids: "/staff/bills/999999/release",
+        form={"reason": "matrix"},
+    ),
+    Case(
+        "POST",
+        "/staff/bills/<int:bill_id>/correct",
+        _all("ok", **PAGE, engineer="403"),
+        path=lambda ids: "/staff/bills/999999/correct",
+        form={"reason": "matrix"},
+    ),
+    Case("GET", "/staff/meters", _all("ok", **PAGE, engineer="403")),
+    Case("POST", "/staff/meters/replace", _all("ok", **PAGE, engineer="403"), form={}),
+    Case("POST", "/staff/meters/decommission", _all("ok", **PAGE, engineer="403"), form={}),
+    Case("POST", "/staff/customers/transfer", _all("ok", **PAGE, engineer="403"), form={}),
     # Last: signing out ends the session the other cases use.
     Case("POST", "/staff/logout", _all("ok", **PAGE), form={}),
 ]
@@ -251,6 +277,7 @@ def test_each_identity_sees_exactly_what_it_should(db, make_app, identity: str) 
     app = make_app()
     client = _client(app, db, identity, customer)
     ids = {"token": 0, **_service_desk(db, customer)}
+    ids["bill"] = db.execute("SELECT max(id) FROM bills").fetchone()[0]  # type: ignore[index]
     ids["exception"] = db.execute(
         "INSERT INTO reading_exceptions (meter_id, rule, ts_from, ts_to, reason)"
         " VALUES (%s, 'gap', now(), now(), 'matrix') RETURNING id",

@@ -124,8 +124,10 @@ def add_bill(
     lines: list[dict[str, Any]],
     vat_rate: str = "0.08",
     estimated: bool = False,
+    status: str = "issued",
 ) -> int:
-    """A one-part bill whose amounts follow from ``lines`` (tier, width_kwh, kwh, price_vnd)."""
+    """A one-part bill whose amounts follow from ``lines`` (tier, width_kwh, kwh, price_vnd);
+    ``status`` draft or issued (an issued bill cannot be changed afterwards)."""
     year, month = (int(x) for x in period.split("-"))
     end = date(year, month, 15)
     start = date(year - (month == 1), (month - 2) % 12 + 1, 15)
@@ -156,7 +158,7 @@ def add_bill(
         "INSERT INTO bills (customer_id, meter_id, period, period_start, period_end, days,"
         " start_index_kwh, end_index_kwh, consumption_kwh, amount_vnd, vat_vnd, total_vnd,"
         " estimated, status, breakdown)"
-        " VALUES (%s, %s, %s, %s, %s, %s, 1000, %s, %s, %s, %s, %s, %s, 'issued', %s) RETURNING id",
+        " VALUES (%s, %s, %s, %s, %s, %s, 1000, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
         (
             customer_id,
             meter_id,
@@ -170,6 +172,7 @@ def add_bill(
             vat,
             amount + vat,
             estimated,
+            status,
             json.dumps(breakdown),
         ),
     ).fetchone()

@@ -202,7 +202,7 @@ def test_bills_list_and_tier_breakdown(app: Flask, db: psycopg.Connection, meter
     client = signed_in(app)
     listing = text(client.get("/bills").get_data(as_text=True))
     # 50×1984 + 50×2050 + 86×2380 = 406,380; VAT 8% = 32,510.4 → 32,510; total 438,890.
-    assert "06/2025 SN-0001 15/05/2025 – 15/06/2025 186 kWh 438.890 ₫" in listing
+    assert "06/2025 chính thức SN-0001 15/05/2025 – 15/06/2025 186 kWh 438.890 ₫" in listing
     assert "05/2025 ước tính" in listing
     html = client.get(f"/bills/{bill_id}").get_data(as_text=True)
     rows = [text(m) for m in re.findall(r'<tr class="tier-line">(.*?)</tr>', html, re.S)]

@@ -1,13 +1,16 @@
-"""``doxa bills``: computing a period's bills (contract §8)."""
+"""``doxa bills``: computing, issuing and correcting a period's bills (contract §8, §11)."""
 
 from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
 
 import click
 import psycopg
 
+from billing.correct import correct
+from billing.issue import issue_period
 from billing.periods import Period
 from billing.run import MeterRange, RunReport, run_bills, split_ranges
 from doxa.app import App
@@ -91,3 +94,55 @@ def run_command(app: App, period: str, reading_day: int | None, workers: int) ->
     )
     for skip in report.skipped:
         click.echo(f"skipped {skip.customer_code} meter {skip.meter_serial}: {skip.reason}")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@command.command("issue")
+@click.option("--period", required=True, metavar="YYYY-MM", help="The month the periods end in.")
+@click.option("--customer-prefix", metavar="P", help="Only customer codes starting with P.")
+@click.pass_obj
+def issue_command(app: App, period: str, customer_prefix: str | None) -> None:
+    """Issue the period's draft bills that are not held; an issued bill never changes.
+
+    A draft is held (left a draft, with its reason) when its consumption is more than 30 % above
+    the customer's previous issued bill (over_30_percent), when it rests on an estimated index
+    (estimated_boundary), or when a validation exception is open on its meter (open_exception).
+    Staff release held bills at /staff/bills. Issuing again issues nothing new. Prints how many
+    were issued and how many are held, then one line per held bill.
+    """
+    parsed = Period.parse(period)
+    with psycopg.connect(app.database_url()) as conn:
+        result = issue_period(conn, parsed, customer_prefix, "cli", _now(), app.settings.timezone)
+    click.echo(f"bills {result.period}: {len(result.issued)} issued, {len(result.held)} held")
+    for h in result.held:
+        click.echo(f"held {h.customer_code} meter {h.meter_serial}: {h.reason}")
+
+
+@command.command("correct")
+@click.argument("code")
+@click.option("--period", required=True, metavar="YYYY-MM", help="The period of the bill.")
+@click.option("--reason", required=True, help="Why the bill is corrected (audited, shown).")
+@click.option("--meter", "meter_serial", help="Only this meter's bill (default: every meter's).")
+@click.pass_obj
+def correct_command(
+    app: App, code: str, period: str, reason: str, meter_serial: str | None
+) -> None:
+    """Re-bill an issued bill: it stays, and a new version holding the difference is issued.
+
+    The bill is computed again from the readings and the inventory as they are now; exit 2 when
+    the customer has no issued bill of the period or nothing changed.
+    """
+    parsed = Period.parse(period)
+    with psycopg.connect(app.database_url()) as conn:
+        made = correct(conn, code, parsed, reason, "cli", _now(), app.settings.timezone,
+                       meter_serial)  # fmt: skip
+    for c in made:
+        d = c.difference
+        click.echo(
+            f"corrected {code.strip().upper()} meter {c.meter_serial} {parsed}: version"
+            f" {c.version} (bill {c.bill_id}), {d['consumption_kwh']:+d} kWh,"
+            f" {d['total_vnd']:+d} VND with VAT"
+        )

@@ -170,18 +170,28 @@ def readings_command(
 
 @command.command("bills")
 @click.option("--period", required=True, help="Billing period, YYYY-MM.")
+@click.option("--status", type=click.Choice(exports.BILL_STATUSES),
+              help="Only bills in this state (held: drafts held back from issue).")  # fmt: skip
 @_common
 @click.pass_obj
 def bills_command(
-    app: App, period: str, province: str | None, customer_prefix: str | None, fmt: str, out: str
+    app: App,
+    period: str,
+    status: str | None,
+    province: str | None,
+    customer_prefix: str | None,
+    fmt: str,
+    out: str,
 ) -> None:
-    """Bills of a period, by customer code then meter serial.
+    """Bills of a period, by customer code, meter serial then version.
 
     Columns: customer_code, meter_serial, period_start, period_end, days, start_index_kwh,
-    end_index_kwh, consumption_kwh, amount_vnd (before VAT), vat_vnd, total_vnd, estimated.
+    end_index_kwh, consumption_kwh, amount_vnd (before VAT), vat_vnd, total_vnd, estimated,
+    status (draft, held or issued), version (a correction is a further version holding the
+    difference), households, held_reason.
     """
     selection = _selection(province, customer_prefix)
-    _run(app, _spec(lambda: exports.bills(period, selection)), fmt, out)
+    _run(app, _spec(lambda: exports.bills(period, selection, status)), fmt, out)
 
 
 @command.command(

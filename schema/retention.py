@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from billing.periods import add_months
+from metering.expected import MQTT_INTERVAL_S, POLL_INTERVAL_S
 from schema.rollup import MAX_DAYS, rollup_days
 
 
@@ -47,10 +48,17 @@ def cutoff(scheduled_for: datetime, months: int, zone: ZoneInfo) -> datetime:
 
 
 def apply_retention(
-    conn: psycopg.Connection[Any], scheduled_for: datetime, *, months: int, zone: ZoneInfo
+    conn: psycopg.Connection[Any],
+    scheduled_for: datetime,
+    *,
+    months: int,
+    zone: ZoneInfo,
+    mqtt_interval: float = MQTT_INTERVAL_S,
+    poll_interval: float = POLL_INTERVAL_S,
 ) -> RetentionCounts:
     """Drop the raw readings chunks wholly older than ``months`` months (from the first of the
-    month); ``months`` 0 keeps everything."""
+    month), after rolling up their days not rolled up yet (with the configured expected
+    intervals, as ``doxa rollup`` does); ``months`` 0 keeps everything."""
     if months <= 0:
         return RetentionCounts()
     before = cutoff(scheduled_for, months, zone)
@@ -84,7 +92,8 @@ def apply_retention(
         else:
             runs.append([day])
     for run in runs:
-        rollup_days(conn, run[0], run[-1], zone=zone)
+        rollup_days(conn, run[0], run[-1], zone=zone, mqtt_interval=mqtt_interval,
+                    poll_interval=poll_interval)  # fmt: skip
         counts.days_rolled_up += len(run)
     dropped = conn.execute(
         "SELECT drop_chunks('readings', older_than => %s::timestamptz)", (before,)

@@ -214,7 +214,8 @@ def apply_retention(months: int, mqtt_interval: float, poll_interval: float) -> 
         assert isinstance(zone, ZoneInfo)
         counts = retention.apply_retention(conn, scheduled_for, months=months, zone=zone,
                                            mqtt_interval=mqtt_interval,
-                                           poll_interval=poll_interval)  # fmt: skip
+                                           poll_interval=poll_interval,
+                                           actor=ACTOR)  # fmt: skip
         return {"chunks_dropped": counts.chunks_dropped, "days_rolled_up": counts.days_rolled_up}
 
     return job

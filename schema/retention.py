@@ -20,6 +20,7 @@ import psycopg
 
 from billing.periods import add_months
 from metering.expected import MQTT_INTERVAL_S, POLL_INTERVAL_S
+from schema import audit
 from schema.rollup import MAX_DAYS, rollup_days
 
 
@@ -55,10 +56,12 @@ def apply_retention(
     zone: ZoneInfo,
     mqtt_interval: float = MQTT_INTERVAL_S,
     poll_interval: float = POLL_INTERVAL_S,
+    actor: str = "cli",
 ) -> RetentionCounts:
     """Drop the raw readings chunks wholly older than ``months`` months (from the first of the
     month), after rolling up their days not rolled up yet (with the configured expected
-    intervals, as ``doxa rollup`` does); ``months`` 0 keeps everything."""
+    intervals, as ``doxa rollup`` does); ``months`` 0 keeps everything. The drop is in the audit
+    log (``readings.retention``: the cutoff and each chunk's time range), in its transaction."""
     if months <= 0:
         return RetentionCounts()
     before = cutoff(scheduled_for, months, zone)
@@ -95,8 +98,13 @@ def apply_retention(
         rollup_days(conn, run[0], run[-1], zone=zone, mqtt_interval=mqtt_interval,
                     poll_interval=poll_interval)  # fmt: skip
         counts.days_rolled_up += len(run)
-    dropped = conn.execute(
-        "SELECT drop_chunks('readings', older_than => %s::timestamptz)", (before,)
-    ).fetchall()
-    counts.chunks_dropped = len(dropped)
+    with conn.transaction():
+        dropped = conn.execute(
+            "SELECT drop_chunks('readings', older_than => %s::timestamptz)", (before,)
+        ).fetchall()
+        counts.chunks_dropped = len(dropped)
+        audit.record(conn, actor, "readings.retention",
+                     {"months": months, "cutoff": before.isoformat(),
+                      "chunks": [[a.isoformat(), b.isoformat()] for a, b in chunks]},
+                     len(dropped))  # fmt: skip
     return counts

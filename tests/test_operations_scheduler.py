@@ -146,6 +146,10 @@ def test_a_day_of_jobs(db: psycopg.Connection, db_url: str, smtp_server: SmtpSer
     kept = [(r[1], r[3]["chunks_dropped"] > 0) for r in per_job["retention"]]
     assert kept == [(datetime(2025, 7, 5, 3, 30, tzinfo=ZONE), True),
                     (datetime(2025, 7, 6, 3, 30, tzinfo=ZONE), False)]  # fmt: skip
+    dropped = db.execute(
+        "SELECT actor, row_count FROM audit_log WHERE action = 'readings.retention'"
+    )
+    assert dropped.fetchall() == [("scheduler", per_job["retention"][0][3]["chunks_dropped"])]
     oldest = db.execute("SELECT min(ts) FROM readings").fetchone()[0]
     assert oldest >= datetime(2025, 5, 26, tzinfo=ZONE)  # the chunk holding 1 June stays
     may = db.execute("SELECT count(*) FROM meter_days WHERE day = '2025-05-20'").fetchone()

@@ -141,12 +141,9 @@ class PeriodForm(_ExportForm):
     def validate_period(self, field: StringField) -> None:
         year = int(str(field.data)[:4]) if str(field.data)[:4].isdigit() else None
         if year is not None and not FIRST_YEAR <= year <= LAST_YEAR:
+            first, last = f"{FIRST_YEAR}-01", f"{LAST_YEAR}-12"
             raise ValidationError(
-                _(
-                    "Periods go from %(first)s to %(last)s.",
-                    first=f"{FIRST_YEAR}-01",
-                    last=f"{LAST_YEAR}-12",
-                )
+                _("Periods go from %(first)s to %(last)s.", first=first, last=last)
             )
 
 

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.types.json import Jsonb
 
-from billing.issue import _LOCK_PREFIX
+from billing.locks import lock_period
 from billing.periods import Period
 from billing.run import _bill_meter, _Run, load_tariffs, load_vat_rates, meters_to_bill
 from doxa.errors import BillStateError, NoClosing, TariffError
@@ -57,9 +57,7 @@ def correct(
     code = customer_code.strip().upper()
     with conn.transaction():
         conn.execute("SELECT set_config('TimeZone', %s, true)", (zone.key,))
-        conn.execute(  # one correction (or run, or issue) of a period at a time
-            "SELECT pg_advisory_xact_lock(%s)", (_LOCK_PREFIX | (period.year * 12 + period.month),)
-        )
+        lock_period(conn, period)  # one correction (or run, or issue) of a period at a time
         issued = conn.execute(
             "SELECT b.meter_id, m.serial, max(b.version), sum(b.consumption_kwh),"
             " sum(b.amount_vnd), sum(b.vat_vnd), sum(b.total_vnd),"

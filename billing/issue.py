@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
+from billing.locks import lock_period
 from billing.periods import Period
 from doxa.errors import BillStateError
 from schema import audit
@@ -39,9 +40,6 @@ HOLD_RISE = "over_30_percent"
 HOLD_ESTIMATED = "estimated_boundary"
 HOLD_EXCEPTION = "open_exception"
 HOLD_REASONS = (HOLD_RISE, HOLD_ESTIMATED, HOLD_EXCEPTION)
-# pg_advisory_xact_lock key prefix "bill" (billing.run's): a run and an issue of one period
-# take turns.
-_LOCK_PREFIX = int.from_bytes(b"bill", "big") << 20
 
 
 @dataclass(frozen=True)
@@ -134,9 +132,7 @@ def _issue(
     only: int | None = None,
     force: bool = False,
 ) -> IssueResult:
-    conn.execute(
-        "SELECT pg_advisory_xact_lock(%s)", (_LOCK_PREFIX | (period.year * 12 + period.month),)
-    )
+    lock_period(conn, period)  # a run of the period in progress finishes first (billing.locks)
     # The statement's estimated cost sets off JIT compilation, which costs more than it saves.
     conn.execute("SET LOCAL jit = off")
     rows = conn.execute(

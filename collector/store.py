@@ -22,6 +22,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from collector.modbus import PollOutcome
+from schema import audit
 
 T = TypeVar("T")
 
@@ -240,14 +241,20 @@ class Store:
         skips rows another one holds); returns how many were deleted."""
 
         def q(conn: psycopg.Connection) -> int:
-            cur = conn.execute(
-                "DELETE FROM rejected_messages WHERE id IN ("
+            row = conn.execute(
+                "WITH gone AS (DELETE FROM rejected_messages WHERE id IN ("
                 " SELECT id FROM rejected_messages"
                 " WHERE received_at < %s::timestamptz - make_interval(days => %s)"
-                " ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED)",
+                " ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING received_at)"
+                " SELECT count(*), min(received_at), max(received_at) FROM gone",
                 (now, days, batch),
-            )
-            return max(cur.rowcount, 0)
+            ).fetchone()
+            count = int(row[0]) if row else 0
+            if count:  # in the same transaction: no deletion without its trace
+                audit.record(conn, f"collector:{self.collector_id}", "rejected.retention",
+                             {"retention_days": days, "oldest": row[1].isoformat(),
+                              "newest": row[2].isoformat()}, count)  # fmt: skip
+            return count
 
         deleted = 0
         while True:

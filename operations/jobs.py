@@ -7,8 +7,9 @@ it belongs to). Re-running a job for the same instant must be harmless: a run ki
 run again after a restart (``operations.scheduler``).
 
 To add a job, add one entry to :func:`registry`, e.g.
-``Job("validate", ctx.daily(0), vee.validate_day)``. Daily jobs that depend on each other run
-in order by their start times (``ctx.daily(minutes after DOXA_SCHEDULER_DAILY_AT)``).
+``Job("validate", ctx.daily(10), validate_recent_days)``. Daily jobs that depend on each other
+run in order by their start times (``ctx.daily(minutes after DOXA_SCHEDULER_DAILY_AT)``): the
+rollup, validation, bills, issue, retention.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
+from billing.issue import issue_period
 from billing.periods import Period
 from billing.run import run_bills
 from care.channels import Channel
+from metering.expected import MQTT_INTERVAL_S, POLL_INTERVAL_S
 from operations.schedule import Daily, Every
-from operations.scheduler import Job, JobFn
+from operations.scheduler import Job, JobFn, NotReady
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,8 @@ LAST_READING_DAY = 28
 RUNS_KEPT = timedelta(days=90)
 # The scheduler's id in the outbox (claims of its notices job).
 NOTIFY_WORKER_ID = "doxa-scheduler"
+# The actor of what the scheduler does, in the audit log and on issued bills.
+ACTOR = "scheduler"
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,9 @@ class Context:
     channels: Mapping[str, Channel]
     notify_max_attempts: int
     notices_every: int = 60
+    retention_months: int = 0  # DOXA_RETENTION_MONTHS: 0 keeps every raw reading
+    mqtt_interval: float = MQTT_INTERVAL_S  # DOXA_MQTT_INTERVAL, the rollup's completeness
+    poll_interval: float = POLL_INTERVAL_S  # DOXA_POLL_INTERVAL
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))  # the runner's
 
     def daily(self, minutes_after: int = 0) -> Daily:
@@ -69,8 +77,15 @@ class Context:
 def registry(ctx: Context) -> tuple[Job, ...]:
     """Every job of ``doxa scheduler``: one entry each."""
     return (
+        Job("rollup", ctx.daily(5), roll_up(ctx.mqtt_interval, ctx.poll_interval)),
         Job("validate", ctx.daily(10), validate_recent_days),
         Job("bills", ctx.daily(30), bills_of_reading_days),
+        Job("issue", ctx.daily(60), issue_closed_periods),
+        Job(
+            "retention",
+            ctx.daily(90),
+            apply_retention(ctx.retention_months, ctx.mqtt_interval, ctx.poll_interval),
+        ),
         Job("outage_notices", ctx.every(60), choose_outage_notices),
         Job("usage_alerts", ctx.every(900), check_usage_alerts),
         Job(
@@ -110,23 +125,34 @@ def validate_recent_days(conn: psycopg.Connection[Any], scheduled_for: datetime)
             "closed": counts.closed, "open_total": counts.open_total}  # fmt: skip
 
 
+def _last_ok_day(conn: psycopg.Connection[Any], job: str, scheduled_for: datetime) -> date | None:
+    """The local day of ``job``'s latest successful run before ``scheduled_for``."""
+    row = conn.execute(
+        "SELECT max(scheduled_for) FROM job_runs"
+        " WHERE job = %s AND outcome = 'ok' AND scheduled_for < %s",
+        (job, scheduled_for),
+    ).fetchone()
+    zone = scheduled_for.tzinfo
+    return row[0].astimezone(zone).date() if row and row[0] else None
+
+
+def periods_closing(last_ok: date | None, day: date) -> dict[Period, set[int]]:
+    """The periods, with their reading days, that closed on the days a run for ``day`` covers
+    (:func:`closing_days`)."""
+    by_period: dict[Period, set[int]] = defaultdict(set)
+    for closing in closing_days(last_ok, day):
+        if closing.day <= LAST_READING_DAY:
+            by_period[Period(closing.year, closing.month)].add(closing.day)
+    return by_period
+
+
 def bills_of_reading_days(conn: psycopg.Connection[Any], scheduled_for: datetime) -> dict[str, int]:
     """Bill the customers whose period closed on the run's local day (their reading day: the
     period ``YYYY-MM`` of that day), and those of the closing days missed since the last
     successful run. Drafts are replaced, issued bills kept (``billing.run``)."""
     zone = scheduled_for.tzinfo
     assert isinstance(zone, ZoneInfo)
-    day = scheduled_for.date()
-    row = conn.execute(
-        "SELECT max(scheduled_for) FROM job_runs"
-        " WHERE job = 'bills' AND outcome = 'ok' AND scheduled_for < %s",
-        (scheduled_for,),
-    ).fetchone()
-    last_ok = row[0].astimezone(zone).date() if row and row[0] else None
-    by_period: dict[Period, set[int]] = defaultdict(set)
-    for closing in closing_days(last_ok, day):
-        if closing.day <= LAST_READING_DAY:
-            by_period[Period(closing.year, closing.month)].add(closing.day)
+    by_period = periods_closing(_last_ok_day(conn, "bills", scheduled_for), scheduled_for.date())
     counts = {"periods": 0, "reading_days": 0, "bills": 0, "estimated": 0, "skipped": 0,
               "kept_issued": 0}  # fmt: skip
     for period, days in sorted(by_period.items()):
@@ -138,6 +164,61 @@ def bills_of_reading_days(conn: psycopg.Connection[Any], scheduled_for: datetime
         counts["skipped"] += len(report.skipped)
         counts["kept_issued"] += len(report.kept_issued)
     return counts
+
+
+def issue_closed_periods(conn: psycopg.Connection[Any], scheduled_for: datetime) -> dict[str, int]:
+    """Issue the drafts that are not held (``billing.issue``, as ``doxa bills issue``) of the
+    periods the day's bills job billed — the period of each closing day since the last
+    successful issue run — once that bills run has succeeded (until then it waits:
+    :class:`~operations.scheduler.NotReady`); held drafts wait for staff. Leave
+    it out (``DOXA_SCHEDULER_SKIP=issue``) where staff issue every period by hand."""
+    zone = scheduled_for.tzinfo
+    assert isinstance(zone, ZoneInfo)
+    day = scheduled_for.date()
+    bills_day = _last_ok_day(conn, "bills", scheduled_for + timedelta(days=1))
+    if bills_day != day:
+        raise NotReady(f"the bills of {day} have not run successfully yet")
+    counts = {"periods": 0, "issued": 0, "held": 0, "notices": 0}
+    for period in sorted(periods_closing(_last_ok_day(conn, "issue", scheduled_for), day)):
+        result = issue_period(conn, period, None, ACTOR, scheduled_for, zone)
+        counts["periods"] += 1
+        counts["issued"] += len(result.issued)
+        counts["held"] += len(result.held)
+        counts["notices"] += result.notices
+    return counts
+
+
+def roll_up(mqtt_interval: float, poll_interval: float) -> JobFn:
+    """The daily rollup (``schema.rollup.rollup_job``): the last days for every meter, and each
+    meter's days not final yet."""
+    from schema.rollup import rollup_job
+
+    def job(conn: psycopg.Connection[Any], scheduled_for: datetime) -> dict[str, int]:
+        zone = scheduled_for.tzinfo
+        assert isinstance(zone, ZoneInfo)
+        counts = rollup_job(conn, scheduled_for, zone=zone, mqtt_interval=mqtt_interval,
+                            poll_interval=poll_interval)  # fmt: skip
+        return {"days": counts.days, "meters": counts.meters, "rows": counts.rows,
+                "final": counts.final}  # fmt: skip
+
+    return job
+
+
+def apply_retention(months: int, mqtt_interval: float, poll_interval: float) -> JobFn:
+    """Retention (``schema.retention``): drop the raw readings chunks older than ``months``
+    months (0 keeps everything) once their days are rolled up."""
+    from schema import retention
+
+    def job(conn: psycopg.Connection[Any], scheduled_for: datetime) -> dict[str, int]:
+        zone = scheduled_for.tzinfo
+        assert isinstance(zone, ZoneInfo)
+        counts = retention.apply_retention(conn, scheduled_for, months=months, zone=zone,
+                                           mqtt_interval=mqtt_interval,
+                                           poll_interval=poll_interval,
+                                           actor=ACTOR)  # fmt: skip
+        return {"chunks_dropped": counts.chunks_dropped, "days_rolled_up": counts.days_rolled_up}
+
+    return job
 
 
 def choose_outage_notices(conn: psycopg.Connection[Any], scheduled_for: datetime) -> dict[str, int]:

@@ -15,6 +15,9 @@ a row of ``job_runs`` (job, scheduled_for, started, ended, outcome, counts, erro
   lock proves its process is gone) and runs the instant again.
 - **A failing job never stops the others**: its exception is the row's ``error`` (outcome
   ``failed``) and the next fire tries again.
+- **A job that waits for another** (the issue job for the day's bills) raises :class:`NotReady`:
+  its run is withdrawn (the row deleted, a line logged), not counted as a try, and the next sweep
+  tries again — at start every job fires at once, before the one it waits for has finished.
 
 APScheduler (``BackgroundScheduler``) only wakes the process: one APScheduler job per registry
 entry with that entry's trigger, ``max_instances=1``, ``coalesce=True``, run in its thread pool
@@ -47,6 +50,10 @@ MAX_ATTEMPTS = 3
 # was skipped while another scheduler held the job.
 SWEEP_EVERY = 60.0
 JobFn = Callable[[psycopg.Connection[Any], datetime], Mapping[str, int]]
+
+
+class NotReady(Exception):
+    """Raised by a job whose input is not there yet; the message says what it waits for."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,13 @@ class Runner:
             outcome, counts, error = "ok", {}, None
             try:
                 counts = {str(k): int(v) for k, v in job.run(conn, scheduled_for).items()}
+            except NotReady as exc:
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    conn.rollback()
+                conn.execute("DELETE FROM job_runs WHERE id = %s", (run_id[0],))
+                conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(job.name),))
+                log.info("job %s for %s: waiting (%s)", job.name, scheduled_for.isoformat(), exc)
+                return None
             except Exception as exc:  # the outermost boundary of one run: record it, go on
                 if conn.closed or conn.broken:
                     raise

@@ -6,7 +6,9 @@ customer code, range, rows returned), ``token.create``, ``token.revoke``, ``user
 ``user.passwd`` (with the sessions it ended), ``password_failed`` (a wrong current password on
 ``/staff/password``), ``collector.forget``, ``bills.issue``, ``bill.release``,
 ``bill.correct``, ``meter.replace``, ``meter.decommission``, ``customer.transfer`` (each with
-the values before it). The actor is a staff username or ``cli``.
+the values before it), ``readings.retention`` (raw chunks dropped: cutoff and time ranges) and
+``rejected.retention`` (rejected messages deleted after their retention: how many, the span of
+their arrival). The actor is a staff username, ``cli``, ``scheduler`` or ``collector:ID``.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from billing.periods import add_months
+from metering.expected import MQTT_INTERVAL_S, POLL_INTERVAL_S
+from schema import audit
 from schema.rollup import MAX_DAYS, rollup_days
 
 
@@ -47,10 +49,19 @@ def cutoff(scheduled_for: datetime, months: int, zone: ZoneInfo) -> datetime:
 
 
 def apply_retention(
-    conn: psycopg.Connection[Any], scheduled_for: datetime, *, months: int, zone: ZoneInfo
+    conn: psycopg.Connection[Any],
+    scheduled_for: datetime,
+    *,
+    months: int,
+    zone: ZoneInfo,
+    mqtt_interval: float = MQTT_INTERVAL_S,
+    poll_interval: float = POLL_INTERVAL_S,
+    actor: str = "cli",
 ) -> RetentionCounts:
     """Drop the raw readings chunks wholly older than ``months`` months (from the first of the
-    month); ``months`` 0 keeps everything."""
+    month), after rolling up their days not rolled up yet (with the configured expected
+    intervals, as ``doxa rollup`` does); ``months`` 0 keeps everything. The drop is in the audit
+    log (``readings.retention``: the cutoff and each chunk's time range), in its transaction."""
     if months <= 0:
         return RetentionCounts()
     before = cutoff(scheduled_for, months, zone)
@@ -84,10 +95,16 @@ def apply_retention(
         else:
             runs.append([day])
     for run in runs:
-        rollup_days(conn, run[0], run[-1], zone=zone)
+        rollup_days(conn, run[0], run[-1], zone=zone, mqtt_interval=mqtt_interval,
+                    poll_interval=poll_interval)  # fmt: skip
         counts.days_rolled_up += len(run)
-    dropped = conn.execute(
-        "SELECT drop_chunks('readings', older_than => %s::timestamptz)", (before,)
-    ).fetchall()
-    counts.chunks_dropped = len(dropped)
+    with conn.transaction():
+        dropped = conn.execute(
+            "SELECT drop_chunks('readings', older_than => %s::timestamptz)", (before,)
+        ).fetchall()
+        counts.chunks_dropped = len(dropped)
+        audit.record(conn, actor, "readings.retention",
+                     {"months": months, "cutoff": before.isoformat(),
+                      "chunks": [[a.isoformat(), b.isoformat()] for a, b in chunks]},
+                     len(dropped))  # fmt: skip
     return counts

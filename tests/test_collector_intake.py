@@ -207,6 +207,16 @@ def test_rejected_messages_older_than_the_retention_are_deleted(
     assert [t for (t,) in db.execute("SELECT topic FROM rejected_messages ORDER BY id")] == [
         f"old/{d}" for d in range(1, 14)
     ]
+    # The deletion left its trace: who, how many, which span of arrival times.
+    audits = db.execute(
+        "SELECT actor, row_count, detail->>'retention_days', (detail->>'oldest')::timestamptz,"
+        " (detail->>'newest')::timestamptz FROM audit_log WHERE action = 'rejected.retention'"
+    ).fetchall()
+    assert sum(a[1] for a in audits) == 17
+    assert {(a[0], a[2]) for a in audits} == {(f"collector:{config.collector_id}", "14")}
+    oldest = min(a[3] for a in audits)
+    newest = max(a[4] for a in audits)
+    assert (newest - oldest) == timedelta(days=30 - 14)
 
 
 def test_impossible_values_and_times_are_rejected_with_a_reason(

@@ -323,3 +323,34 @@ def test_the_customer_page_tier_of_a_shared_meter_is_doubled_too() -> None:
     two = bands(tiers, date(2025, 8, 5), date(2025, 9, 5), households=2)
     assert [(b.lower_kwh, b.upper_kwh) for b in one] == [(0, 50), (50, 100), (100, None)]
     assert [(b.lower_kwh, b.upper_kwh) for b in two] == [(0, 100), (100, 200), (200, None)]
+
+
+def test_an_issue_and_a_correction_wait_for_a_run_of_their_period(
+    cli, db: psycopg.Connection, db_url: str
+) -> None:
+    """One lock scheme (``billing.locks``): while a run of 2025-09 holds the block of a meter,
+    issuing or correcting 2025-09 waits (here: gives up after its lock timeout), and another
+    period does not."""
+    meter = add_meter(db, "PB01010000071", "LOCK-A", 5)
+    two_readings(db, meter, 10.0, 60.0, "2025-09")
+    add_readings(db, meter, [(local(2025, 10, 5), 90.0)])
+    assert cli("bills", "run", "--period", "2025-09").code == 0
+    assert cli("bills", "run", "--period", "2025-10").code == 0
+    assert cli("bills", "issue", "--period", "2025-10").code == 0
+    from billing.correct import correct
+    from billing.issue import issue_period
+    from billing.locks import BLOCK, lock_blocks
+    from billing.periods import Period
+
+    with psycopg.connect(db_url) as run, psycopg.connect(db_url, autocommit=True) as other:
+        lock_blocks(run, Period(2025, 9), [meter // BLOCK])  # a run's lock, held
+        other.execute("SET lock_timeout = '100ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            issue_period(other, Period(2025, 9), None, "clerk", local(2025, 10, 6), HCM)
+        # Another period's issue does not wait: 2025-10 has nothing left to issue.
+        done = issue_period(other, Period(2025, 10), None, "clerk", local(2025, 10, 6), HCM)
+        assert done.issued == []
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            correct(other, "PB01010000071", Period(2025, 9), "re-read", "clerk",
+                    local(2025, 10, 6), HCM)  # fmt: skip
+    assert [r[2] for r in bill_rows(db, "2025-09")] == ["draft"]

@@ -19,13 +19,13 @@ import pytest
 from test_care_support import SmtpServer, add_contact, smtp_server  # noqa: F401 - fixture
 from test_web_customer_data import ZONE, add_customer, add_readings, ensure_tariffs, steady_readings
 
+from billing.locks import period_key
 from billing.periods import Period
-from billing.run import _LOCK_PREFIX
 from care.channels import SmtpChannel
 from operations import jobs as registry_module
 from operations.jobs import Context, closing_days, registry
 from operations.schedule import Daily, Every, parse_hhmm
-from operations.scheduler import Job, Runner
+from operations.scheduler import MAX_ATTEMPTS, Job, NotReady, Runner
 from servicedesk import outage_store
 from servicedesk.outages import Area
 
@@ -88,6 +88,8 @@ def test_a_day_of_jobs(db: psycopg.Connection, db_url: str, smtp_server: SmtpSer
         add_readings(db, meter, steady_readings(start, end, timedelta(hours=1), 1000.0, 0.5))
         meters[serial] = (cid, meter)
     add_contact(db, meters["SN-DAY6"][0], email="an@example.vn")
+    # The meters read hourly: validation expects that, so their readings are clean.
+    db.execute("UPDATE validation_thresholds SET value = 3600 WHERE name = 'expected_interval_s'")
     # Yesterday's bills run went well: today's covers reading day 6 alone.
     db.execute(
         "INSERT INTO job_runs (job, scheduled_for, started_at, ended_at, outcome)"
@@ -100,7 +102,8 @@ def test_a_day_of_jobs(db: psycopg.Connection, db_url: str, smtp_server: SmtpSer
 
     now = [datetime(2025, 7, 6, 0, 0, tzinfo=ZONE)]
     channels = {"email": SmtpChannel.from_url(smtp_server.url)}
-    ctx = Context(ZONE, parse_hhmm("02:00"), channels, 8, clock=lambda: now[0])
+    ctx = Context(ZONE, parse_hhmm("02:00"), channels, 8, retention_months=1,
+                  clock=lambda: now[0])  # fmt: skip
     runner = Runner(db_url, registry(ctx), clock=lambda: now[0])
     while now[0] < datetime(2025, 7, 7, tzinfo=ZONE):
         runner.run_due()
@@ -117,14 +120,40 @@ def test_a_day_of_jobs(db: psycopg.Connection, db_url: str, smtp_server: SmtpSer
         "SELECT m.serial, b.period, b.consumption_kwh FROM bills b JOIN meters m ON m.id = b.meter_id"
     ).fetchall()
     assert billed == [("SN-DAY6", "2025-07", 360)]  # 30 days × 24 h × 0.5 kWh
-    # Validation ran once, at 02:10 before the bills, over the two days before: the steady
-    # hourly readings hold nothing but the gaps of a 30-minute expected interval.
-    assert [(r[1], r[3]["open_total"] > 0) for r in per_job["validate"]] == [
-        (datetime(2025, 7, 5, 2, 10, tzinfo=ZONE), True),
-        (datetime(2025, 7, 6, 2, 10, tzinfo=ZONE), True),
+    # Validation ran at 02:10 before the bills (once at start for yesterday, the catch-up),
+    # over the two days before: the steady hourly readings are clean.
+    assert [(r[1], r[3]["open_total"]) for r in per_job["validate"]] == [
+        (datetime(2025, 7, 5, 2, 10, tzinfo=ZONE), 0),
+        (datetime(2025, 7, 6, 2, 10, tzinfo=ZONE), 0),
     ]
-    found = db.execute("SELECT DISTINCT rule FROM reading_exceptions").fetchall()
-    assert found == [("gap",)]
+    # The rollup ran at 02:05 over the three days before, every meter: the 3 meters' days.
+    assert [(r[1], r[3]["rows"]) for r in per_job["rollup"]] == [
+        (datetime(2025, 7, 5, 2, 5, tzinfo=ZONE), 9),
+        (datetime(2025, 7, 6, 2, 5, tzinfo=ZONE), 9),
+    ]
+    rolled = db.execute("SELECT count(*) FROM meter_days WHERE day = '2025-07-05'").fetchone()
+    assert rolled == (3,)
+    # The issue job at 03:00 waited for the day's bills and issued what they made: at start for
+    # yesterday nothing (no draft), today SN-DAY6's bill, with its bill-issued notice.
+    assert [(r[1], r[3]["issued"], r[3]["held"]) for r in per_job["issue"]] == [
+        (datetime(2025, 7, 5, 3, 0, tzinfo=ZONE), 0, 0),
+        (datetime(2025, 7, 6, 3, 0, tzinfo=ZONE), 1, 0),
+    ]
+    issued = db.execute("SELECT status, issued_by FROM bills").fetchall()
+    assert issued == [("issued", "scheduler")]
+    # Retention (1 month: from 1 June) dropped the May chunks once, at start; their days were
+    # rolled up first, so the daily chart keeps them.
+    kept = [(r[1], r[3]["chunks_dropped"] > 0) for r in per_job["retention"]]
+    assert kept == [(datetime(2025, 7, 5, 3, 30, tzinfo=ZONE), True),
+                    (datetime(2025, 7, 6, 3, 30, tzinfo=ZONE), False)]  # fmt: skip
+    dropped = db.execute(
+        "SELECT actor, row_count FROM audit_log WHERE action = 'readings.retention'"
+    )
+    assert dropped.fetchall() == [("scheduler", per_job["retention"][0][3]["chunks_dropped"])]
+    oldest = db.execute("SELECT min(ts) FROM readings").fetchone()[0]
+    assert oldest >= datetime(2025, 5, 26, tzinfo=ZONE)  # the chunk holding 1 June stays
+    may = db.execute("SELECT count(*) FROM meter_days WHERE day = '2025-05-20'").fetchone()
+    assert may == (3,)
     # Every 10 minutes of the clock, the notices owed for the latest minute: 144 runs; the
     # quarter-hourly usage alerts at 4 instants an hour; the daily prune at 02:00 and once at
     # start for yesterday's 02:00 (the catch-up).
@@ -138,11 +167,36 @@ def test_a_day_of_jobs(db: psycopg.Connection, db_url: str, smtp_server: SmtpSer
     # The outage notice was chosen 24 hours ahead and delivered by the notices job.
     chosen = [r for r in per_job["outage_notices"] if r[3]["chosen"]]
     assert [r[1] for r in chosen] == [datetime(2025, 7, 6, 8, 0, tzinfo=ZONE)]
-    assert sum(r[3]["sent"] for r in per_job["notices"]) == 1
-    assert len(smtp_server.messages()) == 1
+    # The notices job delivered it and the bill-issued notice.
+    assert sum(r[3]["sent"] for r in per_job["notices"]) == 2
+    assert len(smtp_server.messages()) == 2
     # A second pass over the same day runs nothing again.
     now[0] = datetime(2025, 7, 6, 23, 50, tzinfo=ZONE)
     assert set(runner.run_due().values()) == {None}
+
+
+@pytest.mark.db
+def test_a_job_waiting_for_another_is_withdrawn_not_failed(
+    db: psycopg.Connection, db_url: str
+) -> None:
+    """The issue job waits for the day's bills: its runs are withdrawn (no row, no try used)
+    until the bills run has succeeded, however many sweeps that takes."""
+    now = datetime(2025, 7, 6, 4, 0, tzinfo=ZONE)
+    ctx = Context(ZONE, parse_hhmm("02:00"), {}, 8)
+    issue = next(job for job in registry(ctx) if job.name == "issue")
+    runner = Runner(db_url, [issue], clock=lambda: now)
+    for _ in range(MAX_ATTEMPTS + 2):
+        assert runner.run_due() == {"issue": None}
+    assert _runs(db) == []
+    with pytest.raises(NotReady, match="the bills of 2025-07-06 have not run successfully yet"):
+        issue.run(db, datetime(2025, 7, 6, 3, 0, tzinfo=ZONE))
+    db.execute(
+        "INSERT INTO job_runs (job, scheduled_for, started_at, ended_at, outcome)"
+        " VALUES ('bills', %s, %s, %s, 'ok')",
+        (datetime(2025, 7, 6, 2, 30, tzinfo=ZONE),) * 3,
+    )
+    assert runner.run_due() == {"issue": "ok"}
+    assert [(r[0], r[2]) for r in _runs(db, "issue")] == [("issue", "ok")]
 
 
 @pytest.mark.db
@@ -217,6 +271,7 @@ def _today_setup(db: psycopg.Connection) -> tuple[dict[str, str], datetime, Peri
     )
     closing = max(d for d in closing_days(day - timedelta(days=5), day) if d.day <= 28)
     _, meter = add_customer(db, "PB01010000009", "SN-KILL", reading_day=closing.day)
+    db.execute("UPDATE validation_thresholds SET value = 3600 WHERE name = 'expected_interval_s'")
     add_readings(
         db, meter, steady_readings(now - timedelta(days=45), now, timedelta(hours=1), 50.0, 0.25)
     )
@@ -236,7 +291,7 @@ def test_scheduler_killed_mid_job_finishes_it_once_after_restart(
         # Hold the bills run's own lock (period, block of meter ids; the test's meter ids lie in
         # block 0): the scheduler's bills job waits inside run_bills.
         holder.execute("SELECT pg_advisory_xact_lock(%s, 0)",
-                       (_LOCK_PREFIX | (period.year * 12 + period.month),))  # fmt: skip
+                       (period_key(period),))  # fmt: skip
         first = scheduler(env)
         _wait(lambda: ("bills", instant, "running") in {r[:3] for r in _runs(db, "bills")},
               "the bills run to start")  # fmt: skip
@@ -266,7 +321,8 @@ def test_two_schedulers_run_each_job_once(
 ) -> None:
     env, instant, _ = _today_setup(db)
     procs = [scheduler(env), scheduler(env)]
-    names = {"bills", "notices", "outage_notices", "usage_alerts", "prune_job_runs"}
+    names = {"rollup", "validate", "bills", "issue", "retention", "notices", "outage_notices",
+             "usage_alerts", "prune_job_runs"}  # fmt: skip
     _wait(lambda: {r[0] for r in _runs(db) if r[2] == "ok"} >= names, "every job to run")
     time.sleep(2)  # both have fired everything at start and swept several times
     for proc in procs:
@@ -277,6 +333,9 @@ def test_two_schedulers_run_each_job_once(
     assert len(runs) == len({(r[0], r[1]) for r in runs})  # one run per job and instant
     assert [r[1] for r in _runs(db, "bills")][1:] == [instant]
     assert db.execute("SELECT count(*) FROM bills").fetchone() == (1,)
+    # The issue job waited for the bills (fired at once at start, beside them) and issued it.
+    assert [r[3]["issued"] for r in _runs(db, "issue")] == [1]
+    assert db.execute("SELECT status FROM bills").fetchone() == ("issued",)
     hosts = db.execute("SELECT DISTINCT pid FROM job_runs WHERE pid IS NOT NULL").fetchall()
     assert 1 <= len(hosts) <= 2
 
@@ -303,19 +362,24 @@ def test_scheduler_list_skip_and_bad_settings(doxa: Callable[..., Any]) -> None:
     listed = doxa("scheduler", "--list", env={"DOXA_SCHEDULER_DAILY_AT": "01:15"})
     assert listed.code == 0
     assert listed.out.splitlines() == [
+        "rollup\tdaily at 01:20 Asia/Ho_Chi_Minh",
         "validate\tdaily at 01:25 Asia/Ho_Chi_Minh",
         "bills\tdaily at 01:45 Asia/Ho_Chi_Minh",
+        "issue\tdaily at 02:15 Asia/Ho_Chi_Minh",
+        "retention\tdaily at 02:45 Asia/Ho_Chi_Minh",
         "outage_notices\tevery 60 s",
         "usage_alerts\tevery 900 s",
         "notices\tevery 60 s",
         "prune_job_runs\tdaily at 01:15 Asia/Ho_Chi_Minh",
     ]
-    skipped = doxa("scheduler", "--list", env={"DOXA_SCHEDULER_SKIP": "notices, bills"})
+    skipped = doxa("scheduler", "--list", env={"DOXA_SCHEDULER_SKIP": "notices, bills, issue"})
     assert [line.split("\t")[0] for line in skipped.out.splitlines()] == [
-        "validate", "outage_notices", "usage_alerts", "prune_job_runs"
+        "rollup", "validate", "retention", "outage_notices", "usage_alerts", "prune_job_runs"
     ]  # fmt: skip
     for env, message in (
         ({"DOXA_SCHEDULER_SKIP": "nope"}, "DOXA_SCHEDULER_SKIP: no job named 'nope'"),
+        ({"DOXA_SCHEDULER_SKIP": "bills"}, "the issue job waits for the bills job; skip both"),
+        ({"DOXA_RETENTION_MONTHS": "-1"}, "DOXA_RETENTION_MONTHS"),
         ({"DOXA_SCHEDULER_DAILY_AT": "25:00"}, "DOXA_SCHEDULER_DAILY_AT: expected HH:MM"),
     ):
         bad = doxa("scheduler", "--list", env=env)

@@ -178,6 +178,14 @@ def test_retention_drops_old_chunks_and_keeps_rollup_and_bars(db: psycopg.Connec
         (meter_id,),
     ).fetchone()
     assert row == (30, Decimal(24), Decimal(24))
+    # The drop is audited: who, the cutoff, each chunk's range.
+    entry = db.execute(
+        "SELECT actor, row_count, (detail->>'cutoff')::timestamptz, detail->'chunks'"
+        " FROM audit_log WHERE action = 'readings.retention'"
+    ).fetchone()
+    assert entry is not None and entry[:3] == ("cli", counts.chunks_dropped, counts.cutoff)
+    assert len(entry[3]) == counts.chunks_dropped
+    assert all(datetime.fromisoformat(end) <= counts.cutoff for _, end in entry[3])
     # No retention: nothing dropped.
     assert apply_retention(db, now, months=0, zone=ZONE).chunks_dropped == 0
 

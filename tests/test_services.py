@@ -128,3 +128,45 @@ def test_broker_recovers_from_an_orphan_of_a_crashed_run(services_dir: Path) -> 
         assert second.proc is not None and second.proc.poll() is None
     finally:
         second.stop()
+
+
+@pytest.mark.mqtt
+def test_broker_refuses_a_packet_past_its_bound_and_passes_one_the_collector_rejects(
+    mqtt_broker: EmbeddedMosquitto,
+) -> None:
+    """Mosquitto's default packet bound is 256 MiB, held in memory; ours is twice what the
+    collector parses, so a payload between the two still reaches the collector (which records
+    its rejection) and a larger one closes its sender's connection and reaches nobody."""
+    from protocols.payloads import MAX_PAYLOAD_BYTES
+
+    topic = f"doxa/test/{uuid.uuid4().hex}/reading"
+    got: list[int] = []
+    subscribed, small = threading.Event(), threading.Event()
+    sub = _client(mqtt_broker.port, f"sub-{uuid.uuid4().hex}")
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.on_message = lambda c, u, m: (
+        got.append(len(m.payload)),
+        len(m.payload) < 10 and small.set(),
+    )
+    sub.loop_start()
+    gone = threading.Event()
+    pub = _client(mqtt_broker.port, f"pub-{uuid.uuid4().hex}")
+    pub.on_disconnect = lambda *a: gone.set()
+    pub.loop_start()
+    try:
+        sub.subscribe(topic, qos=1)
+        assert subscribed.wait(5)
+        pub.publish(topic, b"x" * (MAX_PAYLOAD_BYTES + 1), qos=1).wait_for_publish(30)
+        pub.publish(topic, b"x" * (2 * MAX_PAYLOAD_BYTES + 1), qos=1)
+        assert gone.wait(30)  # the broker closed the sender's connection
+        pub.loop_stop()
+        other = _client(mqtt_broker.port, f"pub-{uuid.uuid4().hex}")
+        other.loop_start()
+        other.publish(topic, b"small", qos=1).wait_for_publish(5)
+        assert small.wait(10)
+        other.loop_stop()
+        other.disconnect()
+        assert got == [MAX_PAYLOAD_BYTES + 1, 5]
+    finally:
+        sub.loop_stop()
+        sub.disconnect()

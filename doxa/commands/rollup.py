@@ -58,5 +58,7 @@ def retention_command(app: App, months: int | None) -> None:
     if keep < 0:
         raise BadInput(f"--months must be 0 or more, not {keep}")
     with psycopg.connect(app.database_url(), autocommit=True) as conn:
-        counts = apply_retention(conn, datetime.now(UTC), months=keep, zone=app.settings.timezone)
+        counts = apply_retention(conn, datetime.now(UTC), months=keep, zone=app.settings.timezone,
+                                 mqtt_interval=app.settings.mqtt_interval,
+                                 poll_interval=app.settings.poll_interval)  # fmt: skip
     click.echo(str(counts))

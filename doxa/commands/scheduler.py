@@ -23,8 +23,9 @@ from doxa.errors import BadInput
 @click.pass_obj
 def command(app: App, list_jobs: bool, sweep_every: float) -> None:
     """Run the periodic jobs until SIGTERM or Ctrl-C: each day (DOXA_SCHEDULER_DAILY_AT) the
-    bills of the customers whose reading day it is; the planned-outage notices, usage alerts and
-    the delivery of due notices every minute or so.
+    rollup, validation, the bills of the customers whose reading day it is, their issue (what is
+    not held) and retention; the planned-outage notices, usage alerts and the delivery of due
+    notices every minute or so.
 
     Several schedulers may run at once (two hosts): each job runs once per scheduled instant. At
     start, a run missed while no scheduler was running is caught up, once. Every run is a row of
@@ -40,12 +41,17 @@ def command(app: App, list_jobs: bool, sweep_every: float) -> None:
         channels=channels(app),  # type: ignore[arg-type]
         notify_max_attempts=settings.notify_max_attempts,
         notices_every=settings.scheduler_notices_every,
+        retention_months=settings.retention_months,
+        mqtt_interval=settings.mqtt_interval,
+        poll_interval=settings.poll_interval,
     )
     jobs = registry(ctx)
     skip = set(settings.scheduler_skip or ())
     unknown = skip - {job.name for job in jobs}
     if unknown:
         raise BadInput(f"DOXA_SCHEDULER_SKIP: no job named {sorted(unknown)[0]!r}")
+    if "bills" in skip and "issue" not in skip:
+        raise BadInput("DOXA_SCHEDULER_SKIP: the issue job waits for the bills job; skip both")
     jobs = tuple(job for job in jobs if job.name not in skip)
     if list_jobs:
         for job in jobs:

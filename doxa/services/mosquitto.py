@@ -26,6 +26,7 @@ from doxa.services._proc import (
     process_command,
     wait_for_tcp,
 )
+from protocols.payloads import MAX_PAYLOAD_BYTES
 
 
 def find_mosquitto() -> str:
@@ -44,6 +45,10 @@ class EmbeddedMosquitto:
     host: str = "127.0.0.1"
     # Per offline client; 0 would mean unlimited. 2 GiB holds days of a 10,000-meter fleet.
     max_queued_bytes: int = 2 * 1024**3
+    # A packet larger than this closes its client's connection (Mosquitto's default is 256 MiB,
+    # all held in memory). Twice the payloads the collector accepts: one between the two still
+    # reaches the collector, which records its rejection with the reason.
+    max_packet_size: int = 2 * MAX_PAYLOAD_BYTES
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -79,6 +84,7 @@ class EmbeddedMosquitto:
                 f"max_queued_bytes {self.max_queued_bytes}",
                 # ...and enough messages in flight that a batching collector is not throttled.
                 "max_inflight_messages 2000",
+                f"max_packet_size {self.max_packet_size}",
                 "persistent_client_expiration 14d",
                 f"log_dest file {self.root}/mosquitto.log",
                 "log_type error",

@@ -11,13 +11,14 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from protocols.errors import PayloadError
+from protocols.payloads._json import MAX_PAYLOAD_BYTES
 from protocols.payloads.native import encode_native, parse_native
 from protocols.payloads.tasmota import encode_tasmota, parse_tasmota
 from protocols.reading import Reading
 
 FORMATS: tuple[str, ...] = ("native", "tasmota")
 
-__all__ = ["FORMATS", "encode_native", "encode_tasmota", "parse_payload"]
+__all__ = ["FORMATS", "MAX_PAYLOAD_BYTES", "encode_native", "encode_tasmota", "parse_payload"]
 
 
 def parse_payload(

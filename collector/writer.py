@@ -66,10 +66,16 @@ _INSERT_STAGED = (
     " ON CONFLICT (meter_id, ts) DO NOTHING"
 )
 # Sorted by meter id so two collectors updating the same meters never deadlock. The arrays go in
-# binary (%b): dumping them as text cost as much as the statement itself.
+# binary (%b): dumping them as text cost as much as the statement itself. A new row carries the
+# meter's cadence and active flag, by which /ops finds stale meters with an index range scan
+# (migration 1310; its triggers keep them in step with ``meters`` after that): supplying them
+# here keeps the row trigger that would fill them from firing for every row of the upsert.
 _STATUS = """
-INSERT INTO meter_status AS ms (meter_id, last_reading_ts)
-SELECT * FROM unnest(%b::integer[], %b::timestamptz[]) ORDER BY 1
+INSERT INTO meter_status AS ms (meter_id, last_reading_ts, cadence, active)
+SELECT u.meter_id, u.ts, meter_cadence(m.protocol, m.collector_id), m.active
+  FROM unnest(%b::integer[], %b::timestamptz[]) AS u(meter_id, ts)
+  JOIN meters m ON m.id = u.meter_id
+ ORDER BY 1
 ON CONFLICT (meter_id) DO UPDATE SET last_reading_ts = EXCLUDED.last_reading_ts
 WHERE ms.last_reading_ts IS NULL OR ms.last_reading_ts < EXCLUDED.last_reading_ts
 """

@@ -20,9 +20,9 @@
   (``province_days``, written by ``schema.rollup``) once that day is rolled up; until then it
   scans a day of readings, so it is kept for ``OPS_COMPLETENESS_TTL`` seconds per process (a
   ``cachetools`` TTL cache: concurrent requests that miss it wait for the one computing it).
-- The stale-meter count is one aggregate over the meters; the list walks ``meter_status`` by its
-  last reading and stops at ``OPS_LIST_LIMIT``: the page's cost is flat in the fleet's size
-  beyond that aggregate (``bench/scale.py`` measures it).
+- The stale-meter count and list are index range scans over the stale meters only, per cadence
+  (migration 1310), the list stopping at ``OPS_LIST_LIMIT``: the page's cost is flat in the
+  fleet's size (``bench/scale.py --ops-only`` measures it up to 1,000,000 meters).
 
 "Now" is the site's clock (``lookup_web.clock``: the app's ``CLOCK`` when set), passed to every
 query, never the database's ``now()``; so tests move time instead of waiting for it.
@@ -269,77 +269,103 @@ _STALE_COLUMNS = """m.serial, c.code, c.province, m.protocol,
        m.collector_id, {interval}, s.last_reading_ts, s.last_error, s.last_error_at,
        coalesce(s.consecutive_failures, 0)"""
 
+STALE_AFTER_INTERVALS = 2  # a meter is stale after this many of its intervals without a reading
+
+# The cadences present among active meters (migration 1310: the key that decides a meter's
+# interval), each found by one descent of its index (a loose index scan), then per cadence its
+# cut-off instant from the current settings, by schema.rollup's interval rule applied to a meter
+# of that cadence, and the stale meters counted as two index ranges: read ones heard before the
+# cut-off, never-read ones added before it.
+_STALE_COUNT = f"""
+WITH RECURSIVE read_keys(k) AS (
+    SELECT min(cadence) FROM meter_status WHERE active AND last_reading_ts IS NOT NULL
+  UNION ALL
+    SELECT (SELECT min(cadence) FROM meter_status
+             WHERE active AND last_reading_ts IS NOT NULL AND cadence > r.k)
+      FROM read_keys r WHERE r.k IS NOT NULL
+), unread_keys(k) AS (
+    SELECT min(meter_cadence(protocol, collector_id)) FROM meters WHERE active AND NOT ever_read
+  UNION ALL
+    SELECT (SELECT min(meter_cadence(protocol, collector_id)) FROM meters
+             WHERE active AND NOT ever_read AND meter_cadence(protocol, collector_id) > u.k)
+      FROM unread_keys u WHERE u.k IS NOT NULL
+), keys(k) AS (
+    SELECT k FROM read_keys WHERE k IS NOT NULL UNION SELECT k FROM unread_keys WHERE k IS NOT NULL
+), cut AS (
+    SELECT key.k, %(now)s::timestamptz
+                  - %(factor)s * ({INTERVAL_SQL}) * interval '1 second' AS before
+      FROM keys key
+     CROSS JOIN LATERAL (SELECT split_part(key.k, ':', 1) AS protocol,
+                                nullif(substr(key.k, length(split_part(key.k, ':', 1)) + 2), '')
+                                    AS collector_id) m
+     {INTERVAL_JOINS}
+)
+SELECT cut.k, cut.before,
+       (SELECT count(*) FROM meters m
+         WHERE m.active AND NOT m.ever_read AND meter_cadence(m.protocol, m.collector_id) = cut.k
+           AND m.created_at < cut.before),
+       (SELECT count(*) FROM meter_status s
+         WHERE s.active AND s.last_reading_ts IS NOT NULL AND s.cadence = cut.k
+           AND s.last_reading_ts < cut.before)
+  FROM cut"""
+
+# The ``limit`` stalest of each kind: per cadence the first ``limit`` of its index range, merged.
+_STALE_NEVER = """
+SELECT u.id FROM unnest(%(keys)s::text[], %(befores)s::timestamptz[]) AS cut(k, before)
+ CROSS JOIN LATERAL (
+       SELECT m.id, m.created_at FROM meters m
+        WHERE m.active AND NOT m.ever_read AND meter_cadence(m.protocol, m.collector_id) = cut.k
+          AND m.created_at < cut.before
+        ORDER BY m.created_at, m.id LIMIT %(limit)s) u
+ ORDER BY u.created_at, u.id LIMIT %(limit)s"""
+_STALE_READ = """
+SELECT r.meter_id FROM unnest(%(keys)s::text[], %(befores)s::timestamptz[]) AS cut(k, before)
+ CROSS JOIN LATERAL (
+       SELECT s.meter_id, s.last_reading_ts FROM meter_status s
+        WHERE s.active AND s.last_reading_ts IS NOT NULL AND s.cadence = cut.k
+          AND s.last_reading_ts < cut.before
+        ORDER BY s.last_reading_ts, s.meter_id LIMIT %(limit)s) r
+ ORDER BY r.last_reading_ts, r.meter_id LIMIT %(limit)s"""
+
 
 def stale_meters(
     conn: psycopg.Connection, thresholds: Thresholds, limit: int, now: datetime
 ) -> tuple[int, list[StaleMeter]]:
-    """How many active meters are stale, and the ``limit`` stalest (never read first).
+    """How many active meters are stale, and the ``limit`` stalest: the never-read ones first
+    (oldest added first), then the read ones by last reading, oldest first.
 
-    One aggregate over the active meters counts them (and names the first never-read ones);
-    the read ones are listed by walking ``meter_status`` by last reading, oldest first, which
-    stops after ``limit`` rows: nothing else per request grows with the fleet."""
-    # The cut-off instants, computed once: per row the test is a comparison of two times.
-    shared = conn.execute(
-        "SELECT min(poll_interval) FROM collectors"
-        " WHERE last_seen > %s::timestamptz - interval '1 day'",
-        (now,),
-    ).fetchone()
-    poll = shared[0] if shared and shared[0] is not None else thresholds.poll_interval
-    params = {
+    Flat in the fleet's size: the cut-offs come from the settings and ``collectors`` at each
+    request (a settings change applies at once), and each count and list is an index range per
+    cadence over the stale meters only (migration 1310), never a pass over every meter."""
+    params: dict[str, Any] = {
         "mqtt": thresholds.mqtt_interval,
         "poll": thresholds.poll_interval,
+        "factor": STALE_AFTER_INTERVALS,
         "limit": limit,
         "now": now,
-        "mqtt_before": now - timedelta(seconds=2 * thresholds.mqtt_interval),
-        "poll_before": now - timedelta(seconds=2 * poll),
     }
-    cut = """
-        LEFT JOIN (SELECT id, %(now)s::timestamptz - 2 * poll_interval * interval '1 second'
-                   AS before FROM collectors) cut ON cut.id = m.collector_id"""
-    stale = (
-        "coalesce(s.last_reading_ts, m.created_at) < CASE WHEN m.protocol = 'mqtt'"
-        " THEN %(mqtt_before)s::timestamptz"
-        " ELSE coalesce(cut.before, %(poll_before)s::timestamptz) END"
-    )
-    row = conn.execute(
-        f"""
-        SELECT count(*) FILTER (WHERE {stale}),
-               (array_agg(m.id ORDER BY m.serial)
-                   FILTER (WHERE s.last_reading_ts IS NULL AND {stale}))[1:%(limit)s]
-        FROM meters m LEFT JOIN meter_status s ON s.meter_id = m.id
-        {cut}
-        WHERE m.active""",
-        params,
-    ).fetchone()
-    total = int(row[0]) if row else 0
-    never: list[int] = (row[1] if row else None) or []
+    cuts = conn.execute(_STALE_COUNT, params).fetchall()
+    total = sum(int(never) + int(read) for _, _, never, read in cuts)
+    if not total or limit <= 0:
+        return total, []
+    params["keys"] = [k for k, *_ in cuts]
+    params["befores"] = [before for _, before, *_ in cuts]
+    ids = [r[0] for r in conn.execute(_STALE_NEVER, params).fetchall()]
+    if len(ids) < limit:
+        read = conn.execute(_STALE_READ, {**params, "limit": limit - len(ids)}).fetchall()
+        ids += [r[0] for r in read]
     columns = _STALE_COLUMNS.format(interval=_INTERVAL_SQL)
-    rows = []
-    if never:
-        rows += conn.execute(
-            f"""
-            SELECT {columns}
-            FROM meters m JOIN customers c ON c.id = m.customer_id
-            LEFT JOIN meter_status s ON s.meter_id = m.id
-            {_INTERVAL_JOINS}
-            WHERE m.id = ANY(%(ids)s)
-            ORDER BY m.serial""",
-            {**params, "ids": never},
-        ).fetchall()
-    if len(rows) < limit and total > len(rows):
-        rows += conn.execute(
-            f"""
-            SELECT {columns}
-            FROM meter_status s JOIN meters m ON m.id = s.meter_id
-            JOIN customers c ON c.id = m.customer_id
-            {_INTERVAL_JOINS}
-            {cut}
-            WHERE s.last_reading_ts IS NOT NULL AND m.active AND {stale}
-            ORDER BY s.last_reading_ts NULLS FIRST, m.serial
-            LIMIT %(rest)s""",
-            {**params, "rest": limit - len(rows)},
-        ).fetchall()
-    return total, [StaleMeter(*r) for r in rows]
+    rows = conn.execute(
+        f"""
+        SELECT m.id, {columns}
+        FROM meters m JOIN customers c ON c.id = m.customer_id
+        LEFT JOIN meter_status s ON s.meter_id = m.id
+        {_INTERVAL_JOINS}
+        WHERE m.id = ANY(%(ids)s)""",
+        {**params, "ids": ids},
+    ).fetchall()
+    by_id = {r[0]: StaleMeter(*r[1:]) for r in rows}
+    return total, [by_id[i] for i in ids if i in by_id]
 
 
 def rejected_messages(conn: psycopg.Connection, limit: int) -> list[RejectedMessage]:

@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.types.json import Jsonb
 
+from billing import locks
 from billing.lifecycle import Window, window
 from billing.periods import Period
 from billing.tariff import Priced, TariffTable, Tier, VatRate, price
@@ -44,14 +45,10 @@ from schema.register_inputs import Predecessor, registers
 
 # Meters whose inputs are fetched together: a few statements per batch.
 BATCH = 1000
-# Meter ids per advisory-lock block: with reading days spread over 1–28, about BATCH meters of
-# each reading day.
-BLOCK = 28 * BATCH
+# Meter ids per advisory-lock block (billing.locks: one scheme for run, issue and correct).
+BLOCK = locks.BLOCK
 # The bills table keeps indices as numeric(14, 3): a register beyond this is a glitch.
 MAX_INDEX_KWH = Decimal(10) ** 11
-# pg_advisory_xact_lock(key1, key2) of a block: key1 "b" + the period's month number, key2 the
-# block. Two runs of one period take turns on the blocks they share.
-_LOCK_PREFIX = ord("b") << 24
 
 
 @dataclass(frozen=True)
@@ -271,9 +268,8 @@ def run_bills(
         blocks: dict[int, dict[int, list[MeterToBill]]] = defaultdict(lambda: defaultdict(list))
         for meter in meters:
             blocks[meter.meter_id // block][meter.reading_day].append(meter)
-        key = _LOCK_PREFIX | (period.year * 12 + period.month)
         for number in sorted(blocks):
-            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (key, number))
+            locks.lock_blocks(conn, period, [number])
             for _day, group in sorted(blocks[number].items()):
                 for k in range(0, len(group), batch):
                     _bill_batch(conn, run, group[k : k + batch], report)
